@@ -1,0 +1,49 @@
+# groundup — the two set-up commands are `make chat` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+GROUNDUP := $(VENV)/bin/groundup
+# llama.cpp's AMX kernels crash on some CPUs; build the reference without them.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF
+LLAMA_CPP_VERSION := 0.3.36
+
+.PHONY: chat test test-slow bench install install-ref pull clean
+
+$(VENV)/bin/activate:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.installed: $(VENV)/bin/activate pyproject.toml
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+$(VENV)/.reference: $(VENV)/.installed
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q llama-cpp-python==$(LLAMA_CPP_VERSION)
+	touch $@
+
+install: $(VENV)/.installed
+
+install-ref: $(VENV)/.reference
+
+pull: install
+	$(GROUNDUP) pull smollm2-135m-instruct
+	$(GROUNDUP) pull gemma3-270m
+
+chat: install
+	$(GROUNDUP) pull smollm2-135m-instruct
+	$(GROUNDUP) chat
+
+test: install-ref pull
+	$(PY) -m pytest -q
+
+test-slow: install-ref pull
+	$(PY) -m pytest -q -m slow
+
+bench: install-ref pull
+	$(PY) -m bench.engine
+
+clean:
+	rm -rf $(VENV) build *.egg-info

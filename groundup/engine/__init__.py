@@ -1,0 +1,1 @@
+"""The inference engine: KV cache, sampling, batched generation."""

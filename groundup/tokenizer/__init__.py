@@ -1,0 +1,1 @@
+"""Tokenizers: GGUF/HF vocabularies (BPE and SentencePiece-style), chat templates."""

@@ -1,0 +1,1 @@
+"""Weight loaders: GGUF, Hugging Face safetensors, groundup checkpoints."""
