@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     except GroundupError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `groundup generate ... | head` closed the pipe
         try:
             sys.stdout = open("/dev/null", "w")
