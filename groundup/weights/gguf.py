@@ -162,8 +162,8 @@ def _parse(buf, long_arrays: bool) -> tuple[dict[str, Any], dict[str, GGUFTensor
                 return [value(9) for _ in range(n)]
             arr = np.frombuffer(buf, dtype=_NP[et], count=n, offset=pos)
             pos += arr.nbytes
-            if n > _LONG:
-                return arr if long_arrays else ArrayStub(n)
+            if n > _LONG and not long_arrays:
+                return ArrayStub(n)
             return arr.tolist()
         fmt = _SCALARS[t]
         (v,) = struct.unpack_from(fmt, buf, pos)
