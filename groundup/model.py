@@ -54,6 +54,7 @@ class MLP(nn.Module):
             self.w_gate = nn.Linear(cfg.dim, hidden, bias=cfg.mlp_bias)
         self.w_up = nn.Linear(cfg.dim, hidden, bias=cfg.mlp_bias)
         self.w_down = nn.Linear(hidden, cfg.dim, bias=cfg.mlp_bias)
+        self.w_gate_up: nn.Module | None = None  # set by engine/fuse.py: gate and up in one matmul
 
     def act(self, h: torch.Tensor) -> torch.Tensor:
         if self.activation == "swiglu":
@@ -63,6 +64,9 @@ class MLP(nn.Module):
         return torch.square(F.relu(h))  # relu2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.w_gate_up is not None:
+            gate, up = self.w_gate_up(x).chunk(2, dim=-1)
+            return self.w_down(self.act(gate) * up)
         if self.activation in ("swiglu", "geglu"):
             return self.w_down(self.act(self.w_gate(x)) * self.w_up(x))
         return self.w_down(self.act(self.w_up(x)))
@@ -84,23 +88,29 @@ class Attention(nn.Module):
         self.q_norm = Norm(self.hd, "rmsnorm", cfg.norm_eps) if cfg.qk_norm else None
         self.k_norm = Norm(self.hd, "rmsnorm", cfg.norm_eps) if cfg.qk_norm else None
         self.use_rope = cfg.pos_embedding == "rope"
-
-    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Project to q, k, v shaped [B, T, heads, hd]; overridden by the fused-QKV layer."""
-        B, T, _ = x.shape
-        q = self.wq(x).view(B, T, self.n_heads, self.hd)
-        k = self.wk(x).view(B, T, self.n_kv, self.hd)
-        v = self.wv(x).view(B, T, self.n_kv, self.hd)
-        return q, k, v
+        self.wqkv: nn.Module | None = None  # set by engine/fuse.py: one matmul instead of three
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
                 input_pos: torch.Tensor | None, cache=None, slots: torch.Tensor | None = None) -> torch.Tensor:
         B, T, _ = x.shape
-        q, k, v = self.qkv(x)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        if self.use_rope and rope is not None:
-            q, k = apply_rope(q, rope), apply_rope(k, rope)
+        H, KV = self.n_heads, self.n_kv
+        if self.wqkv is not None and self.q_norm is None:
+            qkv = self.wqkv(x).view(B, T, H + 2 * KV, self.hd)
+            qk, v = qkv[:, :, : H + KV], qkv[:, :, H + KV:]
+            if self.use_rope and rope is not None:
+                qk = apply_rope(qk, rope)  # q and k rotated in one pass
+            q, k = qk[:, :, :H], qk[:, :, H:]
+        else:
+            if self.wqkv is not None:
+                q, k, v = self.wqkv(x).view(B, T, H + 2 * KV, self.hd).split([H, KV, KV], dim=2)
+            else:
+                q = self.wq(x).view(B, T, H, self.hd)
+                k = self.wk(x).view(B, T, KV, self.hd)
+                v = self.wv(x).view(B, T, KV, self.hd)
+            if self.q_norm is not None:
+                q, k = self.q_norm(q), self.k_norm(k)
+            if self.use_rope and rope is not None:
+                q, k = apply_rope(q, rope), apply_rope(k, rope)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, H, T, hd]
         if cache is None:
             y = self._attend_fresh(q, k, v)

@@ -46,11 +46,23 @@ def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.d
     return table[dtype]
 
 
-def build_from_state(cfg: ModelConfig, items, device: torch.device, source: str) -> Transformer:
-    """Create the model on the meta device and assign loaded tensors into it."""
+def build_from_state(cfg: ModelConfig, items, device: torch.device, source: str,
+                     int8: bool = False, dtype: torch.dtype = torch.float32) -> Transformer:
+    """Create the model on the meta device and assign loaded tensors into it.
+
+    With int8, each linear layer (and the embedding) is quantized as soon as its
+    tensors are in, so peak memory stays near the int8 model plus one float tensor.
+    """
+    from groundup.engine.quant import quantize_module
+
     with torch.device("meta"):
         model = Transformer(cfg)
     expected = dict(model.named_parameters())
+    pending: dict[str, set[str]] = {}
+    if int8:
+        for mod_name, mod in model.named_modules():
+            if isinstance(mod, (torch.nn.Linear, torch.nn.Embedding)) and mod_name != "pos_emb":
+                pending[mod_name] = {n for n, _ in mod.named_parameters()}
     seen: set[str] = set()
     for name, tensor in items:
         if name not in expected:
@@ -60,6 +72,12 @@ def build_from_state(cfg: ModelConfig, items, device: torch.device, source: str)
             raise GroundupError(f"{source}: tensor {name} has shape {tuple(tensor.shape)}, the config implies {want}")
         _assign(model, name, torch.nn.Parameter(tensor.to(device), requires_grad=False))
         seen.add(name)
+        mod_name, _, attr = name.rpartition(".")
+        if mod_name in pending:
+            pending[mod_name].discard(attr)
+            if not pending[mod_name]:
+                del pending[mod_name]
+                quantize_module(model, mod_name, dtype)
     missing = sorted(set(expected) - seen)
     if missing:
         raise GroundupError(f"{source}: missing tensors {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
@@ -77,8 +95,8 @@ def load_model(name_or_path: str | Path, dtype: str | torch.dtype | None = "auto
                device: str | torch.device | None = "auto"):
     """Return (model, tokenizer) for a registry name, GGUF file, HF directory or checkpoint.
 
-    dtype: auto (bf16 where fast, else fp32), bf16, fp32, fp16, or int8 (weight-only int8 linears
-    on top of the auto dtype).
+    dtype: auto (bf16 where fast, else fp32), bf16, fp32, fp16, or int8 (weight-only int8 linears,
+    head and embedding, computing in the auto dtype).
     """
     from groundup.registry import resolve
 
@@ -92,7 +110,7 @@ def load_model(name_or_path: str | Path, dtype: str | torch.dtype | None = "auto
         gf = GGUFFile(path)
         cfg = gf.config()
         tok = Tokenizer.from_gguf(gf.meta)
-        model = build_from_state(cfg, iter_state_dict(gf, cfg, dt), dev, str(path))
+        model = build_from_state(cfg, iter_state_dict(gf, cfg, dt), dev, str(path), int8=dtype == "int8", dtype=dt)
     elif (path / "model.safetensors").exists() and (path / "meta.json").exists() or _is_groundup_ckpt(path):
         from groundup.weights.checkpoint import load_checkpoint
 
@@ -101,10 +119,10 @@ def load_model(name_or_path: str | Path, dtype: str | torch.dtype | None = "auto
         from groundup.weights.hf import load_hf
 
         model, tok = load_hf(path, dt, dev)
-    if dtype == "int8":
+    if dtype == "int8" and not any(type(m).__name__ == "Int8Linear" for m in model.modules()):
         from groundup.engine.quant import quantize_int8
 
-        quantize_int8(model)
+        quantize_int8(model, dt)
     return model, tok
 
 

@@ -70,7 +70,12 @@ class Engine:
     """Runs a `Transformer` with a `Tokenizer`: prefill, incremental decode, sampling, streaming."""
 
     def __init__(self, model, tokenizer, max_batch: int = 8, max_len: int | None = None,
-                 prefill_chunk: int = 1024) -> None:
+                 prefill_chunk: int = 1024, fuse: bool = True) -> None:
+        """fuse: merge Q/K/V and gate/up projections in place (engine/fuse.py) — fewer matmuls per token."""
+        if fuse:
+            from groundup.engine.fuse import fuse_projections
+
+            fuse_projections(model)
         self.model, self.tokenizer = model, tokenizer
         self.cfg = model.cfg
         self.max_batch = max_batch

@@ -1,10 +1,13 @@
 """Weight-only int8 quantization: a removable layer over the model's linear layers.
 
 Each `nn.Linear` (and the LM head, tied or not) becomes an `Int8Linear` holding
-int8 weights with one scale per output row (symmetric, absmax/127).
-Activations stay in the compute dtype; on CPU the matmul runs through
-PyTorch's `_weight_int8pack_mm` kernel, elsewhere through dequantize-on-the-fly.
-Halves weight memory traffic versus bf16, which is what bounds batch-1 decode.
+int8 weights with one scale per output row (symmetric, absmax/127): a quarter
+of fp32's memory. Two paths, chosen per call by the number of rows:
+- decode (few rows): PyTorch's `_weight_int8pack_mm` CPU kernel, activations
+  in bf16 (the kernel's fast path), output back in the compute dtype;
+- prefill (many rows): dequantize this layer's weights to the compute dtype
+  and run a dense GEMM — compute-bound work gets the full-precision BLAS rate.
+On GPUs both paths dequantize on the fly.
 """
 from __future__ import annotations
 
@@ -12,36 +15,86 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+DECODE_ROWS = 16  # at or below this many rows, use the int8 kernel
+
+
+def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row int8: (int8 weights, float32 scales)."""
+    w = weight.detach().float()
+    scale = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
+    return torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8), scale
+
 
 class Int8Linear(nn.Module):
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> None:
+    def __init__(self, qweight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None,
+                 dtype: torch.dtype) -> None:
         super().__init__()
-        w = weight.detach().float()
-        scale = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
-        self.register_buffer("qweight", torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8))
-        self.register_buffer("scales", scale.to(dtype))
+        self.register_buffer("qweight", qweight)
+        self.register_buffer("scales", scales.to(dtype))
+        self.register_buffer("scales_bf16", scales.to(torch.bfloat16))
         self.bias = None if bias is None else nn.Parameter(bias.detach().to(dtype), requires_grad=False)
-        self.in_features, self.out_features = w.shape[1], w.shape[0]
+        self.in_features, self.out_features = qweight.shape[1], qweight.shape[0]
+
+    @classmethod
+    def from_float(cls, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> "Int8Linear":
+        q, s = quantize_rows(weight)
+        return cls(q, s, bias, dtype)
+
+    @classmethod
+    def concat(cls, parts: list["Int8Linear"]) -> "Int8Linear":
+        """Stack the output rows of several layers (for fused projections)."""
+        bias = None if parts[0].bias is None else torch.cat([p.bias for p in parts])
+        return cls(torch.cat([p.qweight for p in parts]), torch.cat([p.scales.float() for p in parts]), bias,
+                   parts[0].scales.dtype)
+
+    def dequantized(self, dtype: torch.dtype) -> torch.Tensor:
+        return self.qweight.to(dtype) * self.scales.to(dtype)[:, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
-        if x2.device.type == "cpu":
-            y = torch.ops.aten._weight_int8pack_mm(x2.contiguous(), self.qweight, self.scales.to(x2.dtype))
+        if x2.shape[0] <= DECODE_ROWS and x2.device.type == "cpu":
+            y = torch.ops.aten._weight_int8pack_mm(x2.to(torch.bfloat16), self.qweight, self.scales_bf16).to(x.dtype)
+            if self.bias is not None:
+                y = y + self.bias
         else:
-            y = F.linear(x2, self.qweight.to(x2.dtype)) * self.scales.to(x2.dtype)
-        if self.bias is not None:
-            y = y + self.bias
+            y = F.linear(x2, self.dequantized(x.dtype), self.bias)
         return y.reshape(*shape[:-1], self.out_features)
 
 
+class Int8Embedding(nn.Module):
+    """Embedding lookup from int8 rows (shares its buffers with a tied Int8Linear LM head)."""
+
+    def __init__(self, table: Int8Linear) -> None:
+        super().__init__()
+        self.table = table
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        t = self.table
+        return t.qweight[tokens].to(t.scales.dtype) * t.scales[tokens].unsqueeze(-1)
+
+
+@torch.no_grad()
+def quantize_module(model: nn.Module, name: str, dtype: torch.dtype) -> None:
+    """Quantize one linear layer (or the token embedding) of `model` in place."""
+    mod = model.get_submodule(name)
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    if isinstance(mod, nn.Linear):
+        setattr(parent, attr, Int8Linear.from_float(mod.weight, mod.bias, dtype))
+    elif isinstance(mod, nn.Embedding):
+        table = Int8Linear.from_float(mod.weight, None, dtype)
+        if getattr(model, "lm_head", None) is None:  # tied: the head shares the int8 table
+            model.lm_head = table
+        model.tok_emb = Int8Embedding(table)
+
+
+@torch.no_grad()
 def quantize_int8(model: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
-    """Replace every linear layer (and the LM head) with Int8Linear, in place."""
+    """Replace every linear layer, the LM head and the token embedding with int8 versions, in place."""
     dtype = dtype or model.tok_emb.weight.dtype
-    for name, mod in list(model.named_modules()):
-        for child_name, child in list(mod.named_children()):
-            if isinstance(child, nn.Linear):
-                setattr(mod, child_name, Int8Linear(child.weight, child.bias, dtype))
-    if getattr(model, "lm_head", None) is None:
-        model.lm_head = Int8Linear(model.tok_emb.weight, None, dtype)
+    names = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Embedding)) and n != "pos_emb"]
+    names.sort(key=lambda n: n == "tok_emb")  # the embedding last: it may become the tied head
+    for n in names:
+        quantize_module(model, n, dtype)
     return model

@@ -1,11 +1,12 @@
 """Torch-vectorized GGUF dequantization, bit-exact with `gguf.quants.dequantize`.
 
 `dequantize_tensor(raw, "Q4_1", shape)` turns the bytes that `gguf.GGUFReader`
-exposes as `tensor.data` into a float32 torch tensor of `shape` (PyTorch order).
-Every supported type gives exactly the float32 values of the gguf package's numpy
-reference: the same float16 -> float32 scale conversions and the same float32
-operations in the same order (`d * q + m` as a multiply then a separate add,
-never a fused multiply-add), so `torch.equal` holds bit for bit.
+exposes as `tensor.data` (or the same bytes flat) into a float32 torch tensor
+of `shape` (PyTorch order). Every supported type gives exactly the float32 bits
+of the gguf package's numpy reference: the same fp16 -> fp32 scale conversion
+and the same float32 operations in the same order (`d * q`, then `+ m` or
+`- dmin * m`). Every such product is exact in float32 (an 11-bit fp16
+significand times integers of at most 13 bits), so only the final add rounds.
 
 Block layouts (ggml, QK_K = 256; every scale `d`/`dmin` is a little-endian fp16):
   Q4_0  18 B/32:  d, qs[16]                       x = d * (nibble - 8)
@@ -21,20 +22,19 @@ Block layouts (ggml, QK_K = 256; every scale `d`/`dmin` is a little-endian fp16)
 In the 32-element types the low nibbles of qs[0..15] are elements 0..15 and
 the high nibbles elements 16..31; bit j of the 4-byte qh is element j's 5th bit.
 
-Speed comes from three things: whole-tensor torch ops (no Python loop over
-blocks), processing in chunks of about a megabyte of output so the integer
-temporaries and the float32 output chunk stay in cache between passes, and
-allocating large outputs with transparent huge pages (`madvise(MADV_HUGEPAGE)`
-where the kernel offers it), which cuts the page-fault cost of a fresh
-hundred-megabyte tensor several-fold. Types not listed in `SUPPORTED` fall back
-to `gguf.quants.dequantize`.
+Speed: whole-array torch ops (no Python loop over blocks) in chunks of up to
+1M output elements; one torch thread (see `THREADS`); outputs of 32 MiB and more
+allocated in transparent huge pages (`madvise(MADV_HUGEPAGE)` where the kernel
+offers it), which cuts the page-fault cost of a fresh 100 MB+ tensor several
+fold. Types not in `SUPPORTED` fall back to `gguf.quants.dequantize`.
 """
 from __future__ import annotations
 
 import math
 import mmap
 import warnings
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -45,15 +45,18 @@ _HUGE_PAGE = 2 << 20  # bytes; x86-64 / arm64 transparent huge page size
 # serves them from its heap (already faulted in) once a loader frees the previous
 # tensor, which beats a fresh mapping; past 32 MiB glibc always maps afresh.
 _HUGE_MIN_BYTES = 32 << 20
-_CHUNK_ELEMS = 1 << 22  # output elements per chunk: bounds the temporaries (16 MiB of float32)
+_CHUNK_ELEMS = 1 << 20  # output elements per chunk (4 MiB of float32): bounds the temporaries
+# Q8_0 has only two passes over the output; chunks that fit in L2 pay for their calls.
+_CHUNK_BY_TYPE = {"Q8_0": 1 << 18}
 
 USE_HUGEPAGES: bool = hasattr(mmap, "MADV_HUGEPAGE")
-"""Allocate outputs of at least 2 MiB in transparent huge pages (set False to use torch.empty)."""
+"""Allocate outputs of 32 MiB and more in transparent huge pages (False: always torch.empty)."""
 
 THREADS: int | None = 1
-"""Torch threads for the decode loop. One by default: each chunk op is short, and
-on a loaded machine OpenMP's barrier across 2 threads costs more than it saves
-(measured: several times slower than 1 thread with the CPUs oversubscribed)."""
+"""Torch intra-op threads while decoding (None: leave torch's setting alone). One by
+default: on the shared 2-core machine each OpenMP op with 2 threads waits at a
+barrier for a thread the scheduler has parked, and the whole SmolLM2 file took
+25 s with 2 threads against 0.33 s with 1 (numpy's single thread: 1-3 s)."""
 
 # (elements per block, bytes per block)
 _BLOCK: dict[str, tuple[int, int]] = {
@@ -76,8 +79,6 @@ _SPREAD16 = torch.tensor(
 # ops on the raw blocks (`b & 15`, `b >> 4`) and put in element order by one
 # `torch.cat`; integer fix-ups run on uint8; then one conversion into the float32
 # output and the reference's float ops on it: `* d`, then `+ m` / `- dm`.
-# Every product d*q is exact in float32 (an 11-bit fp16 significand times small
-# integers stays under 24 bits), so only the final add can round, as in numpy.
 
 
 def _f16(blocks: torch.Tensor, byte_offset: int) -> torch.Tensor:
@@ -227,8 +228,12 @@ _KERNELS: dict[str, Callable[[torch.Tensor, torch.Tensor], None]] = {
 
 
 def _bytes_view(raw: np.ndarray) -> torch.Tensor:
-    """A flat uint8 torch view of `raw` (no copy, even when the mmap is read-only; never written)."""
-    arr = np.ascontiguousarray(raw).reshape(-1).view(np.uint8)
+    """A uint8 torch view of `raw`'s bytes (no copy; read-only memory is fine, it is never written)."""
+    arr = raw if raw.flags.c_contiguous else np.ascontiguousarray(raw)
+    if arr.dtype != np.uint8:
+        arr = arr.reshape(-1).view(np.uint8)
+    if arr.flags.writeable:
+        return torch.from_numpy(arr)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "non-writable array": we only read it
         return torch.from_numpy(arr)
@@ -257,6 +262,31 @@ def empty_f32(numel: int) -> torch.Tensor:
         return torch.empty(numel, dtype=torch.float32)
 
 
+def _keep_f16_nan_bits(half_bits: torch.Tensor, flat: torch.Tensor) -> None:
+    """Torch's fp16 -> fp32 quiets signalling NaNs; numpy keeps the payload. Patch those in."""
+    magnitude = half_bits & 0x7FFF
+    if not bool((magnitude > 0x7C00).any()):
+        return
+    idx = (magnitude > 0x7C00).nonzero().view(-1)
+    h = half_bits[idx].to(torch.int32)
+    bits = ((h & 0x8000) << 16) | 0x7F800000 | ((h & 0x03FF) << 13)
+    flat.view(torch.int32)[idx] = bits
+
+
+@contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with `n` torch threads (None or 0: unchanged), then restore the old count."""
+    before = torch.get_num_threads()
+    if not n or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _check_size(got: int, want: int, qtype: str, shape: tuple[int, ...]) -> None:
     if got != want:
         raise ValueError(f"{qtype} tensor of shape {shape} needs {want} bytes, got {got}")
@@ -272,7 +302,8 @@ def dequantize_tensor(
     """Dequantize one GGUF tensor to float32, bit-identical to `gguf.quants.dequantize`.
 
     raw_bytes: the reader's `tensor.data` (uint8 for quantized types and BF16,
-    float32/float16 for F32/F16; a row slice of it works too). qtype_name: a
+    float32/float16 for F32/F16), the same bytes as a flat uint8 array, or a row
+    slice of either (must be contiguous or it is copied). qtype_name: a
     `gguf.GGMLQuantizationType` name. shape: PyTorch order (outermost first).
     out: optional contiguous float32 tensor with `numel` elements to write into.
     threads: torch intra-op threads while decoding (default `THREADS`; None there
@@ -287,20 +318,26 @@ def dequantize_tensor(
         out = empty_f32(numel)
     elif out.dtype != torch.float32 or out.numel() != numel or not out.is_contiguous():
         raise ValueError(f"out must be a contiguous float32 tensor of {numel} elements")
-    flat = out.view(-1)
-    src = _bytes_view(raw_bytes)
+    with _torch_threads(THREADS if threads is None else threads):
+        _decode(_bytes_view(raw_bytes), qtype_name, shape, out.view(-1))
+    return out.view(shape)
 
+
+def _decode(src: torch.Tensor, qtype_name: str, shape: tuple[int, ...], flat: torch.Tensor) -> None:
+    numel = flat.numel()
     if qtype_name in _FLOAT:
+        src = src.view(-1)
         _check_size(src.numel(), numel * _FLOAT[qtype_name], qtype_name, shape)
         if qtype_name == "F32":
             flat.copy_(src.view(torch.float32))
         elif qtype_name == "F16":
             flat.copy_(src.view(torch.float16))
+            _keep_f16_nan_bits(src.view(torch.int16), flat)
         else:  # BF16: the 16 bits become the high half of the float32 word
             as_int = flat.view(torch.int32)
             as_int.copy_(src.view(torch.int16))
             as_int <<= 16
-        return out.view(shape)
+        return
 
     block, size = _BLOCK[qtype_name]
     if shape and shape[-1] % block:
@@ -310,18 +347,9 @@ def dequantize_tensor(
     blocks = src.view(n_blocks, size)
     dst = flat.view(n_blocks, block)
     kernel = _KERNELS[qtype_name]
-    step = max(1, _CHUNK_ELEMS // block)
-    want = THREADS if threads is None else threads
-    before = torch.get_num_threads()
-    if want and want != before:
-        torch.set_num_threads(want)
-    try:
-        for i in range(0, n_blocks, step):
-            kernel(blocks[i : i + step], dst[i : i + step])
-    finally:
-        if want and want != before:
-            torch.set_num_threads(before)
-    return out.view(shape)
+    step = max(1, _CHUNK_BY_TYPE.get(qtype_name, _CHUNK_ELEMS) // block)
+    for i in range(0, n_blocks, step):
+        kernel(blocks[i : i + step], dst[i : i + step])
 
 
 def _fallback(raw_bytes: np.ndarray, qtype_name: str, shape: tuple[int, ...]) -> torch.Tensor:
