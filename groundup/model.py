@@ -34,13 +34,14 @@ class Norm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim)) if (kind == "layernorm" and bias) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
+        xf = x if x.dtype == torch.float32 else x.float()
+        w = self.weight if self.weight.dtype == torch.float32 else self.weight.float()
         if self.kind == "rmsnorm":
-            y = F.rms_norm(xf, (xf.shape[-1],), self.weight.float(), self.eps)
+            y = xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + self.eps) * w
         else:
-            b = self.bias.float() if self.bias is not None else None
-            y = F.layer_norm(xf, (xf.shape[-1],), self.weight.float(), b, self.eps)
-        return y.to(x.dtype)
+            b = None if self.bias is None else self.bias.float()
+            y = F.layer_norm(xf, (xf.shape[-1],), w, b, self.eps)
+        return y if y.dtype == x.dtype else y.to(x.dtype)
 
 
 class MLP(nn.Module):

@@ -78,6 +78,8 @@ def build_from_state(cfg: ModelConfig, items, device: torch.device, source: str,
             if not pending[mod_name]:
                 del pending[mod_name]
                 quantize_module(model, mod_name, dtype)
+                del tensor
+                release_freed_memory(collect=False)  # keep the load's peak near the int8 size
     missing = sorted(set(expected) - seen)
     if missing:
         raise GroundupError(f"{source}: missing tensors {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
@@ -123,7 +125,25 @@ def load_model(name_or_path: str | Path, dtype: str | torch.dtype | None = "auto
         from groundup.engine.quant import quantize_int8
 
         quantize_int8(model, dt)
+    release_freed_memory()
     return model, tok
+
+
+def release_freed_memory(collect: bool = True) -> None:
+    """Hand memory freed during loading (float copies of quantized weights) back to the OS.
+
+    glibc keeps freed heap chunks for reuse; without this the peak of the load
+    (float32 tensors on their way to int8) stays in the process's RSS.
+    """
+    import ctypes
+    import gc
+
+    if collect:
+        gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _is_groundup_ckpt(path: Path) -> bool:

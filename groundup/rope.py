@@ -78,6 +78,7 @@ def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torc
     """Rotate x [B, T, H, hd] by the (cos, sin) pair, computing in float32."""
     cos, sin = rope
     half = x.shape[-1] // 2
-    xf = x.float()
+    xf = x if x.dtype == torch.float32 else x.float()
     x1, x2 = xf[..., :half], xf[..., half:]
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
+    out = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    return out if out.dtype == x.dtype else out.to(x.dtype)

@@ -44,7 +44,7 @@ def real_text(min_chars: int = 6000) -> str:
     return text[start:start + min_chars]
 
 
-def llama_ref(path: Path, n_ctx: int = 2048):
+def llama_ref(path: Path, n_ctx: int = 1200):
     llama_cpp = llama_cpp_or_skip()
     return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=2, n_batch=512, logits_all=True,
                            verbose=False, seed=0)
@@ -89,10 +89,12 @@ def ref_greedy(llm, prompt_ids: list[int], n: int) -> tuple[list[int], list[floa
 @pytest.fixture(scope="module", params=["smollm2", "gemma3"])
 def pair(request, smollm2_path, gemma3_path):
     path = smollm2_path if request.param == "smollm2" else gemma3_path
-    return request.param, path, llama_ref(path)
+    llm = llama_ref(path)
+    yield request.param, path, llm
+    llm.close()
 
 
-@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.parametrize("dtype", ["fp32", "bf16", "int8"])
 def test_teacher_forced_distributions_match_llama_cpp(pair, dtype):
     name, path, llm = pair
     model, tok = load_model(path, dtype=dtype)

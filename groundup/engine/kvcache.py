@@ -50,8 +50,7 @@ class KVCache:
             vc[0, :, p:end] = v[0]
             if T == 1:
                 start = 0 if window is None else max(0, end - window)
-                return F.scaled_dot_product_attention(q, kc[:, :, start:end], vc[:, :, start:end],
-                                                      scale=scale, enable_gqa=self.gqa)
+                return decode_attention(q, kc[:, :, start:end], vc[:, :, start:end], scale)
             if p == 0 and (window is None or T <= window):
                 return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=self.gqa)
             start = 0 if window is None else max(0, p - window + 1)
@@ -69,6 +68,8 @@ class KVCache:
         end = int(pos.max()) + 1
         start = 0 if window is None else max(0, int(input_pos.min()) - window + 1)
         mask = _mask(input_pos, T, start, end, window, q.device)
+        if T == 1:
+            return decode_attention(q, kc[:, :, start:end], vc[:, :, start:end], scale, mask)
         return F.scaled_dot_product_attention(q, kc[:, :, start:end], vc[:, :, start:end], attn_mask=mask,
                                               scale=scale, enable_gqa=self.gqa)
 
@@ -77,6 +78,23 @@ class KVCache:
         out = self._write_and_attend(kc, vc, q, k, v, input_pos, window, scale)
         self.k[layer][slots], self.v[layer][slots] = kc, vc
         return out
+
+
+def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
+                     mask: torch.Tensor | None = None) -> torch.Tensor:
+    """One query position per row, grouped-query attention without expanding K/V.
+
+    q [B, H, 1, hd]; k, v [B, KV, L, hd]; mask [B, 1, 1, L] (bool) or None.
+    The G = H/KV query heads that share a KV head are stacked as G rows of one
+    matmul, so K and V are read once per KV head (SDPA's GQA path copies them).
+    """
+    B, H, _, D = q.shape
+    KV = k.shape[1]
+    qg = q.reshape(B, KV, H // KV, D)
+    s = torch.matmul(qg, k.transpose(-1, -2)) * scale  # [B, KV, G, L]
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    return torch.matmul(torch.softmax(s, dim=-1), v).reshape(B, H, 1, D)
 
 
 def _mask(input_pos: torch.Tensor, T: int, start: int, end: int, window: int | None,

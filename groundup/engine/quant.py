@@ -20,9 +20,12 @@ DECODE_ROWS = 16  # at or below this many rows, use the int8 kernel
 
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-row int8: (int8 weights, float32 scales)."""
-    w = weight.detach().float()
-    scale = (w.abs().amax(dim=1) / 127.0).clamp_min(1e-12)
-    return torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8), scale
+    w = weight.detach()
+    scale = (w.abs().amax(dim=1).float() / 127.0).clamp_min(1e-12)
+    q = torch.empty(w.shape, dtype=torch.int8, device=w.device)
+    for i in range(0, w.shape[0], 4096):  # in row chunks: no full-size float temporaries
+        q[i:i + 4096] = torch.round(w[i:i + 4096].float() / scale[i:i + 4096, None]).clamp_(-127, 127)
+    return q, scale
 
 
 class Int8Linear(nn.Module):
