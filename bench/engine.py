@@ -66,7 +66,7 @@ def run_groundup(path: str, max_len: int, variant: str) -> dict:
     from groundup.models import load_model
 
     torch.set_num_threads(THREADS)
-    dtype = "int8" if "int8" in variant else ("fp32" if "fp32" in variant else "bf16")
+    dtype = next((d for d in ("int8", "int4", "fp32") if d in variant), "bf16")
     model, tok = load_model(path, dtype=dtype)
     engine = Engine(model, tok, max_batch=1, max_len=max_len)
     if "compile" in variant:

@@ -17,8 +17,9 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", default=DEFAULT_MODEL,
                    help=f"registry name, GGUF file, HF directory or groundup checkpoint (default {DEFAULT_MODEL})")
-    p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32", "fp16", "int8"],
-                   help="compute dtype (auto = bf16 where the CPU/GPU has fast bf16, else fp32); int8 = weight-only int8")
+    p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32", "fp16", "int8", "int4"],
+                   help="compute dtype (auto = bf16 where the CPU/GPU has fast bf16, else fp32); "
+                        "int8 / int4 = weight-only quantized linears (CPU)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (auto = cuda when present)")
 
 

@@ -35,19 +35,19 @@ def cpu_has_fast_bf16() -> bool:
 def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype in (None, "auto", "int8"):
+    if dtype in (None, "auto", "int8", "int4"):
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
     table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32,
              "fp16": torch.float16, "float16": torch.float16}
     if dtype not in table:
-        raise GroundupError(f"unknown dtype {dtype!r}; use auto, bf16, fp32, fp16 or int8")
+        raise GroundupError(f"unknown dtype {dtype!r}; use auto, bf16, fp32, fp16, int8 or int4")
     return table[dtype]
 
 
 def build_from_state(cfg: ModelConfig, items, device: torch.device, source: str,
-                     int8: bool = False, dtype: torch.dtype = torch.float32) -> Transformer:
+                     int8: bool = False, dtype: torch.dtype = torch.float32, bits: int = 8) -> Transformer:
     """Create the model on the meta device and assign loaded tensors into it.
 
     With int8, each linear layer (and the embedding) is quantized as soon as its
@@ -77,7 +77,7 @@ def build_from_state(cfg: ModelConfig, items, device: torch.device, source: str,
             pending[mod_name].discard(attr)
             if not pending[mod_name]:
                 del pending[mod_name]
-                quantize_module(model, mod_name, dtype)
+                quantize_module(model, mod_name, dtype, bits)
                 del tensor
                 release_freed_memory(collect=False)  # keep the load's peak near the int8 size
     missing = sorted(set(expected) - seen)
@@ -112,7 +112,8 @@ def load_model(name_or_path: str | Path, dtype: str | torch.dtype | None = "auto
         gf = GGUFFile(path)
         cfg = gf.config()
         tok = Tokenizer.from_gguf(gf.meta)
-        model = build_from_state(cfg, iter_state_dict(gf, cfg, dt), dev, str(path), int8=dtype == "int8", dtype=dt)
+        model = build_from_state(cfg, iter_state_dict(gf, cfg, dt), dev, str(path), int8=dtype in ("int8", "int4"), dtype=dt,
+                                 bits=4 if dtype == "int4" else 8)
     elif (path / "model.safetensors").exists() and (path / "meta.json").exists() or _is_groundup_ckpt(path):
         from groundup.weights.checkpoint import load_checkpoint
 
@@ -121,10 +122,10 @@ def load_model(name_or_path: str | Path, dtype: str | torch.dtype | None = "auto
         from groundup.weights.hf import load_hf
 
         model, tok = load_hf(path, dt, dev)
-    if dtype == "int8" and not any(type(m).__name__ == "Int8Linear" for m in model.modules()):
+    if dtype in ("int8", "int4") and not any(type(m).__name__ == "Int8Linear" for m in model.modules()):
         from groundup.engine.quant import quantize_int8
 
-        quantize_int8(model, dt)
+        quantize_int8(model, dt, bits=4 if dtype == "int4" else 8)
     release_freed_memory()
     return model, tok
 

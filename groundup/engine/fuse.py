@@ -11,13 +11,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from groundup.engine.int4 import Int4Linear
 from groundup.engine.quant import Int8Linear
 from groundup.model import MLP, Attention
 
 
 def _cat_linear(parts: list[nn.Module]) -> nn.Module:
-    if isinstance(parts[0], Int8Linear):
-        return Int8Linear.concat(parts)
+    if isinstance(parts[0], (Int8Linear, Int4Linear)):
+        return type(parts[0]).concat(parts)
     w = torch.cat([p.weight.detach() for p in parts], dim=0)
     has_bias = parts[0].bias is not None
     lin = nn.Linear(w.shape[1], w.shape[0], bias=has_bias, device="meta")

@@ -78,13 +78,22 @@ class Int8Embedding(nn.Module):
 
 
 @torch.no_grad()
-def quantize_module(model: nn.Module, name: str, dtype: torch.dtype) -> None:
-    """Quantize one linear layer (or the token embedding) of `model` in place."""
+def quantize_module(model: nn.Module, name: str, dtype: torch.dtype, bits: int = 8) -> None:
+    """Quantize one linear layer (or the token embedding) of `model` in place.
+
+    bits=4 puts the block's linear layers in int4 (engine/int4.py); the LM head and
+    the embedding are always int8.
+    """
+    from groundup.engine.int4 import Int4Linear
+
     mod = model.get_submodule(name)
     parent_name, _, attr = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     if isinstance(mod, nn.Linear):
-        setattr(parent, attr, Int8Linear.from_float(mod.weight, mod.bias, dtype))
+        if bits == 4 and name != "lm_head" and Int4Linear.supports(mod.weight):
+            setattr(parent, attr, Int4Linear.from_float(mod.weight, mod.bias, dtype))
+        else:
+            setattr(parent, attr, Int8Linear.from_float(mod.weight, mod.bias, dtype))
     elif isinstance(mod, nn.Embedding):
         table = Int8Linear.from_float(mod.weight, None, dtype)
         if getattr(model, "lm_head", None) is None:  # tied: the head shares the int8 table
@@ -93,11 +102,11 @@ def quantize_module(model: nn.Module, name: str, dtype: torch.dtype) -> None:
 
 
 @torch.no_grad()
-def quantize_int8(model: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
-    """Replace every linear layer, the LM head and the token embedding with int8 versions, in place."""
+def quantize_int8(model: nn.Module, dtype: torch.dtype | None = None, bits: int = 8) -> nn.Module:
+    """Replace every linear layer, the LM head and the token embedding with int8 (or int4) versions."""
     dtype = dtype or model.tok_emb.weight.dtype
     names = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Embedding)) and n != "pos_emb"]
     names.sort(key=lambda n: n == "tok_emb")  # the embedding last: it may become the tied head
     for n in names:
-        quantize_module(model, n, dtype)
+        quantize_module(model, n, dtype, bits)
     return model
