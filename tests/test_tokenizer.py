@@ -106,14 +106,27 @@ def llama_cpp_loads(path: str) -> str:
     return f"llama-cpp-python cannot load {Path(path).name}: {why}"
 
 
-@lru_cache(maxsize=None)
+_REFERENCE: dict[Path, object] = {}
+
+
 def reference_vocab(path: Path):
-    """A llama.cpp vocab-only model (one per file per session), or skip with the reason it cannot be had."""
-    llama_cpp = llama_cpp_or_skip()
-    problem = llama_cpp_loads(str(path))
-    if problem:
-        pytest.skip(problem)
-    return llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    """A llama.cpp vocab-only model (one per file per module), or skip with the reason it cannot be had."""
+    if path not in _REFERENCE:
+        llama_cpp = llama_cpp_or_skip()
+        problem = llama_cpp_loads(str(path))
+        if problem:
+            pytest.skip(problem)
+        _REFERENCE[path] = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    return _REFERENCE[path]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_reference_vocabs():
+    """Free llama.cpp models before interpreter shutdown (their __del__ fails once ctypes is torn down)."""
+    yield
+    for llm in _REFERENCE.values():
+        llm.close()
+    _REFERENCE.clear()
 
 
 @pytest.fixture(scope="module")
