@@ -49,7 +49,7 @@ test-slow: install-ref pull
 	$(PY) -m pytest -q -m slow
 
 bench: install-ref pull
-	$(PY) -m bench.engine
+	$(PY) -m bench.engine --variants fp32,int8,int4
 
 clean:
 	rm -rf $(VENV) build *.egg-info
