@@ -37,4 +37,7 @@ def fuse_projections(model: nn.Module) -> nn.Module:
         elif isinstance(mod, MLP) and mod.w_gate_up is None and hasattr(mod, "w_gate"):
             mod.w_gate_up = _cat_linear([mod.w_gate, mod.w_up])
             del mod.w_gate, mod.w_up
+    from groundup.models import release_freed_memory
+
+    release_freed_memory()  # the unfused copies were freed; hand the pages back
     return model

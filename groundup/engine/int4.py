@@ -5,7 +5,7 @@ float scale and minimum: w = q * scale + min. GGUF Q4_0/Q4_1 blocks are exactly
 this shape, so re-encoding them loses only the rounding of scale/min to bf16.
 Decode (few rows) runs PyTorch's `_weight_int4pack_mm_for_cpu` kernel (bf16
 activations), which reads half the bytes of int8. Prefill dequantizes one
-layer at a time from a plain nibble copy and runs a dense GEMM. The LM head
+layer at a time (reading the kernel's own packed layout) and runs a dense GEMM. The LM head
 and embedding stay int8 (engine/quant.py): a 4-bit vocabulary projection costs
 too much accuracy for its share of the traffic.
 """
@@ -17,6 +17,24 @@ from torch import nn
 
 GROUP = 32
 DECODE_ROWS = 16
+_layout_ok: bool | None = None
+
+
+def _unpack_cpu_layout(packed: torch.Tensor, N: int, K: int) -> torch.Tensor:
+    """Codes [N, K] from `_convert_weight_to_int4pack_for_cpu`'s layout (read off the op: blocks
+    of 32 output rows; byte [k//2, (k%2)*16 + n%16] of a block holds row n%16 low, n%16+16 high)."""
+    u = packed.view(N // 32, K // 2, 2, 16)
+    return torch.stack([u & 15, u >> 4], 0).permute(1, 0, 4, 2, 3).reshape(N, K)
+
+
+def layout_known() -> bool:
+    """Check once that the packed layout is the one `_unpack_cpu_layout` reads (else keep a copy)."""
+    global _layout_ok
+    if _layout_ok is None:
+        q = torch.randint(0, 16, (64, 64), dtype=torch.int32, generator=torch.Generator().manual_seed(0))
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+        _layout_ok = tuple(packed.shape) == (64, 32) and torch.equal(_unpack_cpu_layout(packed, 64, 64).int(), q)
+    return _layout_ok
 
 
 def quantize_groups(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -39,7 +57,9 @@ class Int4Linear(nn.Module):
         sz = torch.stack([scale, lo + 8 * scale], dim=-1).transpose(0, 1).contiguous()  # [K/32, N, 2]
         self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), 1))
         self.register_buffer("scales_zeros", sz.to(torch.bfloat16))
-        self.register_buffer("nibbles", (q[:, 0::2] | (q[:, 1::2] << 4)).contiguous())  # [N, K/2] for prefill
+        self.nibbles = None  # plain copy for prefill only if the kernel's layout is unknown
+        if not (N % 32 == 0 and layout_known()):
+            self.register_buffer("nibbles", (q[:, 0::2] | (q[:, 1::2] << 4)).contiguous())
         self.bias = None if bias is None else nn.Parameter(bias.detach().to(dtype), requires_grad=False)
         self.in_features, self.out_features = K, N
 
@@ -49,6 +69,8 @@ class Int4Linear(nn.Module):
         return cls(q, scale, lo, bias, dtype)
 
     def codes(self) -> torch.Tensor:
+        if self.nibbles is None:
+            return _unpack_cpu_layout(self.packed, self.out_features, self.in_features)
         return torch.stack([self.nibbles & 15, self.nibbles >> 4], dim=-1).reshape(self.out_features, -1)
 
     @classmethod
