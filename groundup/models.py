@@ -114,7 +114,7 @@ def load_model(name_or_path: str | Path, dtype: str | torch.dtype | None = "auto
         tok = Tokenizer.from_gguf(gf.meta)
         model = build_from_state(cfg, iter_state_dict(gf, cfg, dt), dev, str(path), int8=dtype in ("int8", "int4"), dtype=dt,
                                  bits=4 if dtype == "int4" else 8)
-    elif (path / "model.safetensors").exists() and (path / "meta.json").exists() or _is_groundup_ckpt(path):
+    elif _is_groundup_ckpt(path):
         from groundup.weights.checkpoint import load_checkpoint
 
         model, tok = load_checkpoint(path, dt, dev)
@@ -123,9 +123,9 @@ def load_model(name_or_path: str | Path, dtype: str | torch.dtype | None = "auto
 
         model, tok = load_hf(path, dt, dev)
     if dtype in ("int8", "int4") and not any(type(m).__name__ == "Int8Linear" for m in model.modules()):
-        from groundup.engine.quant import quantize_int8
+        from groundup.engine.quant import quantize_weights
 
-        quantize_int8(model, dt, bits=4 if dtype == "int4" else 8)
+        quantize_weights(model, dt, bits=4 if dtype == "int4" else 8)
     release_freed_memory()
     return model, tok
 

@@ -56,6 +56,7 @@ class _Seq:
     last: int = 0  # last sampled token (next decode input)
     generated: int = 0
     stop_ids: frozenset[int] = frozenset()
+    done: bool = False
 
 
 @dataclass
@@ -144,7 +145,6 @@ class Engine:
         seq.pos = len(ids)
         self.stats.prompt_tokens += len(ids)
         self.stats.prefill_s += time.perf_counter() - t0
-        seq.slot = slot
         return self._emit(seq, logits[0, -1].float())
 
     def _decode_step(self, active: list[_Seq]) -> list[TokenEvent]:
@@ -187,7 +187,7 @@ class Engine:
         """Drop finished rows; move the last row into each hole so rows stay 0..B-1."""
         i = 0
         while i < len(active):
-            if getattr(active[i], "done", False):
+            if active[i].done:
                 last = active.pop()
                 if i < len(active):
                     self.cache.copy_slot(len(active), i, last.pos)

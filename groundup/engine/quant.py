@@ -102,7 +102,7 @@ def quantize_module(model: nn.Module, name: str, dtype: torch.dtype, bits: int =
 
 
 @torch.no_grad()
-def quantize_int8(model: nn.Module, dtype: torch.dtype | None = None, bits: int = 8) -> nn.Module:
+def quantize_weights(model: nn.Module, dtype: torch.dtype | None = None, bits: int = 8) -> nn.Module:
     """Replace every linear layer, the LM head and the token embedding with int8 (or int4) versions."""
     dtype = dtype or model.tok_emb.weight.dtype
     names = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Embedding)) and n != "pos_emb"]
