@@ -7,11 +7,18 @@ engine/ for generation). A `GroundupError` becomes one line on stderr.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import sys
 
 from groundup.errors import GroundupError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+
+# Stages that register their own subcommands: each module has `add_commands(sub)`,
+# which adds parsers with `set_defaults(func=...)`. These modules import only the
+# standard library at the top, so `groundup --help` stays fast.
+COMMAND_MODULES = ["groundup.server.commands", "groundup.tokenizer.commands", "groundup.data.commands"]
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
@@ -61,12 +68,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling(p)
     p.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     p.add_argument("--json", action="store_true", help="print one JSON object with text, tokens, timings")
+
+    for name in COMMAND_MODULES:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).add_commands(sub)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "func", None) is not None:
+            result = args.func(args)
+            return int(result or 0)
         if args.command == "pull":
             from groundup.registry import pull
             for name in args.names:

@@ -1,0 +1,1 @@
+"""The pretraining data pipeline: read, filter, deduplicate, tokenize into shards, load."""

@@ -1,0 +1,1 @@
+"""`groundup serve`: an OpenAI-compatible HTTP server and web chat over the Engine."""
