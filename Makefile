@@ -30,6 +30,11 @@ $(VENV)/.reference: $(VENV)/.installed
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q --no-cache-dir llama-cpp-python==$(LLAMA_CPP_VERSION)
 	touch $@
 
+# The web chat's browser test drives Debian's Chromium through Playwright (never `playwright install`).
+$(VENV)/.browser: $(VENV)/.installed
+	command -v /usr/bin/chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+	touch $@
+
 install: $(VENV)/.installed
 
 install-ref: $(VENV)/.reference
@@ -42,10 +47,10 @@ chat: install
 	$(GROUNDUP) pull smollm2-135m-instruct
 	$(GROUNDUP) chat
 
-test: install-ref pull
+test: install-ref $(VENV)/.browser pull
 	$(PY) -m pytest -q
 
-test-slow: install-ref pull
+test-slow: install-ref $(VENV)/.browser pull
 	$(PY) -m pytest -q -m slow
 
 bench: install-ref pull
