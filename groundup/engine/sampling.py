@@ -36,10 +36,18 @@ practice (the uniform would have to land within 1e-35 of a CDF step).
 
 `sample` does not record the token: the caller calls `accept(token)` once the
 token is committed (after its own stop checks), which updates the penalty counts.
+
+Constrained decoding (engine/constrain.py): a sampler made with `constraint=` sets the
+logits of the tokens the constraint does not allow to -inf before step 1, in `sample` and
+`process` (so in `sample_batch` too; such a row never takes the batched-argmax shortcut,
+unconstrained rows are untouched), and `accept(token)` advances the constraint.
+`logprobs_of` stays on the raw distribution (the model's logprobs, not renormalised over
+the allowed tokens), like the penalties and temperature it already leaves out.
 """
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +55,9 @@ import torch.nn.functional as F
 from groundup.errors import GroundupError
 
 from groundup.engine.params import MAX_LOGPROBS, SamplingParams  # noqa: F401  (re-exported)
+
+if TYPE_CHECKING:
+    from groundup.engine.constrain import Constraint
 
 _TOPK_MIN, _TOPK_MAX = 64, 1024  # topk sizes tried for top-p before the histogram
 _HIST_BINS, _HIST_RANGE = 2048, 30.0  # histogram: bins over [max - 30, max] of scaled logits
@@ -155,10 +166,11 @@ class _IdBuffer:
 
 class SequenceSampler:
     """Per-sequence sampling state: its params, its torch.Generator (seeded ->
-    same seed same output), token counts for penalties."""
+    same seed same output), token counts for penalties, and an optional Constraint
+    (a token mask, e.g. JSON Schema) applied before everything else."""
 
     def __init__(self, params: SamplingParams, vocab_size: int, prompt_ids: list[int],
-                 device: str | torch.device = "cpu") -> None:
+                 device: str | torch.device = "cpu", constraint: Constraint | None = None) -> None:
         params.validate()
         self.params = params
         self.vocab_size = vocab_size
@@ -168,7 +180,8 @@ class SequenceSampler:
             self.generator.manual_seed(params.seed % (1 << 64))
         else:
             self.generator.seed()
-        self.plain_greedy = params.greedy and not params.has_modifiers
+        self.constraint = constraint
+        self.plain_greedy = params.greedy and not params.has_modifiers and constraint is None
         self._k_hint = _TOPK_MIN  # first topk size tried for top-p; 0 = go to the histogram
 
         self._bias: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -197,9 +210,11 @@ class SequenceSampler:
 
     # -- state ----------------------------------------------------------------------
     def accept(self, token: int) -> None:
-        """Record a committed output token (updates the penalty counts)."""
+        """Record a committed output token (updates the penalty counts, advances the constraint)."""
         if not 0 <= token < self.vocab_size:
             raise ValueError(f"token {token} outside the vocabulary (size {self.vocab_size})")
+        if self.constraint is not None:
+            self.constraint.advance(token)
         if self._seen is not None and token not in self._seen:
             self._seen.add(token)
             self._seen_ids.append(token)  # type: ignore[union-attr]
@@ -210,6 +225,17 @@ class SequenceSampler:
                 self._out_ids.append(token)  # type: ignore[union-attr]
 
     # -- the chain ------------------------------------------------------------------
+    def _allowed(self, n: int, device: torch.device) -> torch.Tensor:
+        """The constraint's mask as bool [n] on `device` (ids past the tokenizer's vocab: False)."""
+        mask = self.constraint.allowed()  # type: ignore[union-attr]
+        if mask.numel() != n:
+            mask = torch.cat([mask, mask.new_zeros(max(0, n - mask.numel()))])[:n]
+        return mask.to(device, non_blocking=True)
+
+    def _masked(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits with the tokens the constraint does not allow at -inf (a new tensor)."""
+        return logits.masked_fill(~self._allowed(logits.numel(), logits.device), float("-inf"))
+
     def _modified(self, logits: torch.Tensor) -> torch.Tensor:
         """Steps 1-3 (bias, repetition, presence/frequency) on a float32 copy."""
         p = self.params
@@ -288,6 +314,8 @@ class SequenceSampler:
     def process(self, logits: torch.Tensor) -> torch.Tensor:
         """[V] logits -> processed [V] float32 logits: bias and penalties applied;
         unless greedy, also temperature-scaled with filtered tokens at -inf."""
+        if self.constraint is not None:
+            logits = self._masked(logits)
         lg = self._modified(logits)
         if self.params.greedy:
             return lg if lg is not logits else lg.clone()
@@ -304,6 +332,15 @@ class SequenceSampler:
         """Run the chain on [V] logits and return the next token id."""
         if self.plain_greedy:
             return int(logits.argmax().item())
+        if self.constraint is not None:
+            masked = self._masked(logits)
+            token = self._draw(masked)
+            # -inf logits keep an e^-80 floor weight in the draw (module docstring); never
+            # drawn in practice, but a constraint must hold, so check and fall back to argmax
+            return token if masked[token] > float("-inf") else int(masked.argmax().item())
+        return self._draw(logits)
+
+    def _draw(self, logits: torch.Tensor) -> int:
         lg = self._modified(logits)
         if self.params.greedy:
             return int(lg.argmax().item())
@@ -315,8 +352,8 @@ class SequenceSampler:
 
     def logprobs_of(self, logits: torch.Tensor, token: int, k: int
                     ) -> tuple[float, list[tuple[int, float]]]:
-        """Log-softmax of the raw logits (after logit_bias, before penalties and
-        temperature): the chosen token's logprob and the top-k (id, logprob)."""
+        """Log-softmax of the raw logits (after logit_bias, before penalties, temperature
+        and any constraint mask): the chosen token's logprob and the top-k (id, logprob)."""
         lg = logits.float()
         if self._bias is not None:
             lg = lg.index_add(0, self._bias[0], self._bias[1])

@@ -36,6 +36,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import torch
     import uvicorn
 
+    from groundup.engine.constrain import compile_json_schema
     from groundup.engine.engine import Engine
     from groundup.engine.scheduler import Scheduler
     from groundup.errors import GroundupError
@@ -59,6 +60,7 @@ def run_serve(args: argparse.Namespace) -> int:
     for name in args.model or ["smollm2-135m-instruct"]:
         model, tok = load_model(name, dtype=args.dtype, device=args.device)
         engine = Engine(model, tok, max_batch=args.max_batch, max_len=args.max_len, prefix_slots=args.prefix_slots)
+        compile_json_schema(None, tok)  # build the vocabulary index for constrained decoding now, not mid-request
         served = os.path.basename(str(name).rstrip("/"))
         models[served] = ServedModel(served, Scheduler(engine, max_queue=args.max_queue))
         print(f"loaded {served} ({args.dtype}, {engine.max_len} tokens x {args.max_batch} sequences)", file=sys.stderr)
