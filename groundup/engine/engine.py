@@ -132,22 +132,38 @@ class Engine:
 
     def step(self) -> list[TokenEvent]:
         """Admit waiting requests while rows are free, then decode every active row by one token."""
+        events: list[TokenEvent] = []
+        while (ev := self.admit_next()) is not None:
+            events.append(ev)
+        events.extend(self.decode())
+        return events
+
+    def admit_next(self) -> TokenEvent | None:
+        """Prefill the next waiting request into a free row and return its first token's event
+        (None when nothing waits or no row is free). The scheduler delivers each first token as
+        soon as it exists, so time-to-first-token does not wait for other prompts' prefill."""
+        if not self.waiting or len(self.active) >= self.max_batch:
+            return None
         if self.cache is None:
             self.cache = KVCache(self.cfg, self.max_batch + len(self.prefix.slots), self.max_len,
                                  self.dtype, self.device)
-        events: list[TokenEvent] = []
         with torch.inference_mode():
             self._compact()
-            while self.waiting and len(self.active) < self.max_batch:
-                seq = self.waiting.popleft()
-                ev = self._prefill(seq, len(self.active))
-                events.append(ev)
-                self.active.append(seq)
-                if ev.finished:
-                    self._compact()
-            if self.active:
-                events.extend(self._decode_step(self.active))
+            seq = self.waiting.popleft()
+            ev = self._prefill(seq, len(self.active))
+            self.active.append(seq)
+            if ev.finished:
                 self._compact()
+        return ev
+
+    def decode(self) -> list[TokenEvent]:
+        """One decode step for every active row."""
+        with torch.inference_mode():
+            self._compact()
+            if not self.active:
+                return []
+            events = self._decode_step(self.active)
+            self._compact()
         return events
 
     def generate(self, requests: Request | Iterable[Request]) -> Iterator[TokenEvent]:

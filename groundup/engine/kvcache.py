@@ -14,13 +14,24 @@ import torch.nn.functional as F
 from groundup.config import ModelConfig
 
 
+def _zeros(shape: tuple, dtype: torch.dtype, device) -> torch.Tensor:
+    """Zeroed cache memory. On the CPU it comes from calloc (numpy), whose pages the OS maps
+    lazily, so resident memory grows with the positions actually written, not with max_len."""
+    if torch.device(device).type == "cpu" and dtype in (torch.float32, torch.float16, torch.bfloat16):
+        import numpy as np
+
+        raw = np.zeros(shape, dtype=np.float32 if dtype == torch.float32 else np.int16)  # all-zero bits
+        return torch.from_numpy(raw).view(dtype)
+    return torch.zeros(shape, dtype=dtype, device=device)
+
+
 class KVCache:
     def __init__(self, cfg: ModelConfig, n_slots: int, max_len: int, dtype: torch.dtype,
                  device: torch.device | str = "cpu") -> None:
         self.n_slots, self.max_len = n_slots, max_len
         shape = (n_slots, cfg.n_kv_heads, max_len, cfg.head_dim)
-        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.n_layers)]
-        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.n_layers)]
+        self.k = [_zeros(shape, dtype, device) for _ in range(cfg.n_layers)]
+        self.v = [_zeros(shape, dtype, device) for _ in range(cfg.n_layers)]
         self.gqa = cfg.n_kv_heads != cfg.n_heads
 
     def nbytes(self) -> int:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 DECODE_ROWS = 16  # at or below this many rows, use the int8 kernel
+HEAD_REFINE = 64  # LM head: recompute this many top logits per row exactly (see Int8Linear.refine)
 
 
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,6 +38,10 @@ class Int8Linear(nn.Module):
         self.register_buffer("scales_bf16", scales.to(torch.bfloat16))
         self.bias = None if bias is None else nn.Parameter(bias.detach().to(dtype), requires_grad=False)
         self.in_features, self.out_features = qweight.shape[1], qweight.shape[0]
+        # The kernel path returns bf16 (8 bits of mantissa: logits near 25 move in steps of 0.125),
+        # which can tie or swap the top tokens. For the LM head, `refine` top logits per row are
+        # recomputed in full precision from the int8 rows: exact argmax, top-p and top logprobs.
+        self.refine = 0
 
     @classmethod
     def from_float(cls, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> "Int8Linear":
@@ -58,11 +63,20 @@ class Int8Linear(nn.Module):
         x2 = x.reshape(-1, shape[-1])
         if x2.shape[0] <= DECODE_ROWS and x2.device.type == "cpu":
             y = torch.ops.aten._weight_int8pack_mm(x2.to(torch.bfloat16), self.qweight, self.scales_bf16).to(x.dtype)
+            if self.refine:
+                y = self._refine_top(x2, y)
             if self.bias is not None:
                 y = y + self.bias
         else:
             y = F.linear(x2, self.dequantized(x.dtype), self.bias)
         return y.reshape(*shape[:-1], self.out_features)
+
+
+    def _refine_top(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        idx = y.topk(min(self.refine, y.shape[-1]), dim=-1).indices  # [M, k]
+        rows = self.qweight[idx].to(torch.float32) * self.scales[idx].float().unsqueeze(-1)  # [M, k, K]
+        exact = torch.einsum("mkd,md->mk", rows, x.float())
+        return y.scatter_(1, idx, exact.to(y.dtype))
 
 
 class Int8Embedding(nn.Module):
@@ -94,10 +108,13 @@ def quantize_module(model: nn.Module, name: str, dtype: torch.dtype, bits: int =
             setattr(parent, attr, Int4Linear.from_float(mod.weight, mod.bias, dtype))
         else:
             setattr(parent, attr, Int8Linear.from_float(mod.weight, mod.bias, dtype))
+            if name == "lm_head":
+                model.lm_head.refine = HEAD_REFINE
     elif isinstance(mod, nn.Embedding):
         table = Int8Linear.from_float(mod.weight, None, dtype)
         if getattr(model, "lm_head", None) is None:  # tied: the head shares the int8 table
             model.lm_head = table
+            table.refine = HEAD_REFINE
         model.tok_emb = Int8Embedding(table)
 
 

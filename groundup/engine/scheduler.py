@@ -95,18 +95,34 @@ class Scheduler:
                 continue
             t0 = time.perf_counter()
             try:
-                events = self.engine.step()
+                while (ev := self.engine.admit_next()) is not None:
+                    self._emit([ev])  # first tokens go out as each prefill ends
+                    self._take_cancels()
+                events = self.engine.decode()
             except Exception as e:  # a failed step must not kill the server: fail the batch, carry on
                 self._fail_all(e)
                 continue
             self.steps += 1
             self.busy_s += time.perf_counter() - t0
-            for ev in events:
-                sink = self._sinks.get(ev.index)
-                if sink is not None:
-                    if ev.finished:
-                        del self._sinks[ev.index]
-                    _deliver(sink, ev)
+            self._emit(events)
+
+    def _emit(self, events: list[TokenEvent]) -> None:
+        for ev in events:
+            sink = self._sinks.get(ev.index)
+            if sink is not None:
+                if ev.finished:
+                    del self._sinks[ev.index]
+                _deliver(sink, ev)
+
+    def _take_cancels(self) -> None:
+        """Apply cancellations that arrived during a prefill (new requests wait for the loop)."""
+        with self._cv:
+            cancels = [m for m in self._inbox if m[0] == "cancel"]
+            if not cancels:
+                return
+            self._inbox = deque(m for m in self._inbox if m[0] != "cancel")
+        for m in cancels:
+            self._handle(m)
 
     def _handle(self, msg: tuple) -> None:
         kind = msg[0]

@@ -11,7 +11,9 @@ def add_commands(sub) -> None:
     p.add_argument("--model", "-m", action="append", default=None,
                    help="model to serve (repeatable; registry name, GGUF, HF dir or checkpoint); "
                         "default smollm2-135m-instruct")
-    p.add_argument("--dtype", default="auto", choices=["auto", "bf16", "fp32", "fp16", "int8", "int4"])
+    p.add_argument("--dtype", default=None, choices=["auto", "bf16", "fp32", "fp16", "int8", "int4"],
+                   help="weights (default: int4 on CPU — the fastest decode at every batch size measured; "
+                        "auto elsewhere)")
     p.add_argument("--device", default="auto")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     p.add_argument("--port", type=int, default=8000)
@@ -56,6 +58,10 @@ def run_serve(args: argparse.Namespace) -> int:
     limits = Limits(max_prompt_tokens=args.max_prompt_tokens or args.max_len - 1,
                     max_output_tokens=args.max_output_tokens, max_body_bytes=args.max_body_bytes,
                     request_timeout_s=args.timeout, rate_limit_per_min=args.rate_limit, max_queue=args.max_queue)
+    if args.dtype is None:
+        from groundup.models import pick_device
+
+        args.dtype = "int4" if pick_device(args.device).type == "cpu" else "auto"
     models = {}
     for name in args.model or ["smollm2-135m-instruct"]:
         model, tok = load_model(name, dtype=args.dtype, device=args.device)
