@@ -28,8 +28,11 @@ FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 
 @pytest.fixture(scope="module")
 def server(smollm2_path):
-    with live_server("--model", MODEL, "--api-key", KEY, "--max-len", "1024", "--max-prompt-tokens", "400",
-                     "--max-output-tokens", "256", "--max-queue", "32", "--max-connections", "300",
+    # fp32: batched rows are bit-identical to single ones there (the int4/int8 kernels round
+    # activations to bf16 and may differ with the batch size); the default int4 path is
+    # exercised by test_llm.py and test_webchat.py.
+    with live_server("--model", MODEL, "--dtype", "fp32", "--api-key", KEY, "--max-len", "1024", "--max-prompt-tokens", "400",
+                     "--max-output-tokens", "256", "--max-queue", "32",
                      "--max-batch", "16") as (base, proc):
         yield base, proc
 
@@ -248,13 +251,18 @@ def test_thousand_connections_bounded(server, client):
     rss0 = rss_mb(proc.pid)
     body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
 
+    bodies: list[str] = []
+
     async def flood():
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=0)
         async with httpx.AsyncClient(limits=limits, timeout=120,
                                      headers={"Authorization": f"Bearer {KEY}"}) as c:
             async def one():
                 try:
-                    return (await c.post(base + "/v1/chat/completions", json=body)).status_code
+                    r = await c.post(base + "/v1/chat/completions", json=body)
+                    if r.status_code >= 500 and not bodies:
+                        bodies.append(r.text[:300])
+                    return r.status_code
                 except httpx.HTTPError as e:  # a refused/reset connection counts as refused work
                     return type(e).__name__
             return await asyncio.gather(*(one() for _ in range(1000)))
@@ -263,7 +271,7 @@ def test_thousand_connections_bounded(server, client):
     assert proc.poll() is None  # still up
     ok = codes.count(200)
     refused = sum(1 for c in codes if c in (429, 503) or isinstance(c, str))
-    assert ok >= 16 and ok + refused == 1000 and refused > 0, {c: codes.count(c) for c in set(codes)}
+    assert ok >= 16 and ok + refused == 1000 and refused > 0, ({c: codes.count(c) for c in set(codes)}, bodies, httpx.get(base + "/metrics", headers={"Authorization": f"Bearer {KEY}"}).text[-900:])
     assert rss_mb(proc.pid) - rss0 < 400  # memory stays bounded
     r = client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=0, max_tokens=8)
     assert r.choices[0].message.content  # normal service afterwards

@@ -8,6 +8,9 @@ row indices (gathered). Sliding-window layers mask keys older than the window.
 """
 from __future__ import annotations
 
+import math
+import mmap
+
 import torch
 import torch.nn.functional as F
 
@@ -15,14 +18,15 @@ from groundup.config import ModelConfig
 
 
 def _zeros(shape: tuple, dtype: torch.dtype, device) -> torch.Tensor:
-    """Zeroed cache memory. On the CPU it comes from calloc (numpy), whose pages the OS maps
-    lazily, so resident memory grows with the positions actually written, not with max_len."""
-    if torch.device(device).type == "cpu" and dtype in (torch.float32, torch.float16, torch.bfloat16):
-        import numpy as np
-
-        raw = np.zeros(shape, dtype=np.float32 if dtype == torch.float32 else np.int16)  # all-zero bits
-        return torch.from_numpy(raw).view(dtype)
-    return torch.zeros(shape, dtype=dtype, device=device)
+    """Zeroed cache memory. On the CPU it is an anonymous mmap, whose pages the OS maps lazily
+    (and in 4 KB pages: numpy/glibc would ask for 2 MB huge pages, and one write per sequence
+    row would then make whole huge pages resident), so resident memory grows with the
+    positions actually written, not with max_len x slots."""
+    if torch.device(device).type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    n = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+    buf = mmap.mmap(-1, max(n, 1))
+    return torch.frombuffer(buf, dtype=dtype, count=math.prod(shape)).view(shape)
 
 
 class KVCache:

@@ -163,7 +163,8 @@ def create_app(models: dict[str, ServedModel], limits: Limits | None = None,
 
     if STATIC.is_dir():
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    return Guard(app, api_keys or [], limits.max_body_bytes, limits.rate_limit_per_min)
+    inflight = sum(m.scheduler.max_queue + m.engine.max_batch for m in models.values()) + 32
+    return Guard(app, api_keys or [], limits.max_body_bytes, limits.rate_limit_per_min, inflight)
 
 
 def _model_card(m: ServedModel) -> dict:

@@ -28,8 +28,9 @@ def add_commands(sub) -> None:
     p.add_argument("--max-body-bytes", type=int, default=2 * 1024 * 1024)
     p.add_argument("--rate-limit", type=int, default=0, help="requests per minute per key (0 = off)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds a request may run")
-    p.add_argument("--max-connections", type=int, default=512,
-                   help="open connections beyond which new ones get 503 (bounds memory)")
+    p.add_argument("--max-connections", type=int, default=2048,
+                   help="open connections beyond which uvicorn answers 503 (a backstop; requests beyond "
+                        "max-queue + max-batch in progress already get 503 at the door)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.set_defaults(func=run_serve)
 

@@ -1,7 +1,9 @@
 """The server's front door: API keys, per-key rate limits and the request-body size cap.
 
 An ASGI middleware, so oversized bodies are refused while they stream in
-(413), before any JSON parsing. `/health`, the web page and its static files
+(413), before any JSON parsing, and requests beyond `max_inflight` at once are
+answered 503 at the door, cheaply, so a flood of connections cannot pile up work
+or memory (uvicorn's connection limit stays a higher backstop). `/health`, the web page and its static files
 stay open; everything else needs `Authorization: Bearer KEY` (or `x-api-key`)
 when keys are set. Rate limiting is a token bucket per key (per client address
 when no keys are set): `rate_limit_per_min` requests a minute, bursting to the
@@ -47,8 +49,11 @@ class RateLimiter:
 
 
 class Guard:
-    def __init__(self, app, api_keys: list[str], max_body_bytes: int, rate_limit_per_min: int) -> None:
+    def __init__(self, app, api_keys: list[str], max_body_bytes: int, rate_limit_per_min: int,
+                 max_inflight: int = 0) -> None:
         self.app = app
+        self.max_inflight = max_inflight  # 0 = no limit
+        self.inflight = 0
         self.keys = [k.encode() for k in api_keys if k]
         self.max_body = max_body_bytes
         self.limiter = RateLimiter(rate_limit_per_min)
@@ -79,6 +84,10 @@ class Guard:
             status, body = _error(429, f"rate limit of {self.limiter.per_min} requests per minute exceeded; "
                                        f"retry in {wait:.1f} s", "rate_limit_error", "rate_limit_exceeded")
             return await _send(send, status, body, [(b"retry-after", str(int(wait) + 1).encode())])
+        if self.max_inflight and self.inflight >= self.max_inflight:
+            status, body = _error(503, f"server busy: {self.inflight} requests in progress; retry later",
+                                  "server_overloaded", "too_many_requests_in_flight")
+            return await _send(send, status, body, [(b"retry-after", b"1")])
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
@@ -94,10 +103,13 @@ class Guard:
                     raise _BodyTooLarge()
             return msg
 
+        self.inflight += 1
         try:
             await self.app(scope, guarded_receive, send)
         except _BodyTooLarge:
             await _send(send, *self._too_big())
+        finally:
+            self.inflight -= 1
 
     def _too_big(self) -> tuple[int, bytes]:
         return _error(413, f"request body is over this server's limit of {self.max_body} bytes",
