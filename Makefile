@@ -15,7 +15,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 	-DGGML_AVX512_BF16=$(call has,avx512_bf16) -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF -DGGML_OPENMP=OFF
 LLAMA_CPP_VERSION := 0.3.36
 
-.PHONY: chat test test-slow bench install install-ref pull clean
+.PHONY: chat test test-slow bench bench-engine bench-serve bench-bpe bench-data install install-ref pull clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -53,8 +53,20 @@ test: install-ref $(VENV)/.browser pull
 test-slow: install-ref $(VENV)/.browser pull
 	$(PY) -m pytest -q -m slow
 
-bench: install-ref pull
+bench: bench-engine bench-serve bench-bpe bench-data
+
+bench-engine: install-ref pull
 	$(PY) -m bench.engine --variants fp32,int8,int4
+
+bench-serve: install pull
+	$(PY) -m bench.llama_server
+	$(PY) -m bench.serve --out bench/results
+
+bench-bpe: install
+	$(PY) -m bench.bpe
+
+bench-data: install
+	$(PY) -m bench.data
 
 clean:
 	rm -rf $(VENV) build *.egg-info

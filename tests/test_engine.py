@@ -106,14 +106,14 @@ def test_int8_weight_only_stays_close_to_fp32(smol, smollm2_path):
 
 
 def test_int4_kernel_matches_its_dequantized_weights_and_stays_close(smol, smollm2_path):
-    from groundup.engine.int4 import Int4Linear
+    from groundup.engine.int4 import DECODE_ROWS, Int4Linear
 
     torch.manual_seed(0)
     lin = Int4Linear.from_float(torch.randn(96, 64), torch.randn(96), torch.float32)
     x = torch.randn(3, 64)
     ref = torch.nn.functional.linear(x, lin.dequantized(torch.float32), lin.bias)
     assert ((lin(x) - ref).abs().max() / ref.abs().max()) < 0.01  # decode kernel (bf16 activations)
-    big = torch.randn(40, 64)
+    big = torch.randn(DECODE_ROWS + 16, 64)  # the dense (prefill) path
     torch.testing.assert_close(lin(big), torch.nn.functional.linear(big, lin.dequantized(torch.float32), lin.bias))
     model, tok = smol
     q, _ = load_model(smollm2_path, dtype="int4")
