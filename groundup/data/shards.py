@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from groundup.errors import GroundupError
+from groundup.registry import sha256_file
 
 MANIFEST = "manifest.json"
 FORMAT = "groundup-shards/1"
@@ -84,14 +85,6 @@ def is_validation(doc_id: str, fraction: float) -> bool:
     return h / 2.0 ** 64 < fraction
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_tokenizer(spec: str) -> tuple[TextTokenizer, TokenizerInfo]:
     """Resolve `spec` (registry name, GGUF file, tokenizer directory, or `bytes`) to a tokenizer."""
     if spec == "bytes":
@@ -109,7 +102,7 @@ def load_tokenizer(spec: str) -> tuple[TextTokenizer, TokenizerInfo]:
             e = entry(spec)
             gguf, name, digest = resolve(spec, verify_sha=False), e.name, e.sha256
         else:
-            gguf, name, digest = path, path.name, _sha256_file(path)
+            gguf, name, digest = path, path.name, sha256_file(path)
         tok = Tokenizer.from_gguf(GGUFFile(gguf).meta)
     elif path.is_file() or path.is_dir():
         tok, name, digest = _load_path(path)
@@ -161,7 +154,7 @@ def _load_path(path: Path) -> tuple[Any, str, str]:
 
     h = hashlib.sha256()
     for f in sorted(p for p in directory.iterdir() if p.is_file() and p.name.startswith("tokenizer")):
-        h.update(f.name.encode() + b"\0" + bytes.fromhex(_sha256_file(f)))
+        h.update(f.name.encode() + b"\0" + bytes.fromhex(sha256_file(f)))
     return Tokenizer.from_hf_dir(directory), directory.name, h.hexdigest()
 
 
