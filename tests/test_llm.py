@@ -14,8 +14,10 @@ WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters":
 
 @pytest.fixture(scope="module")
 def pair(smollm2_path):
-    local = LocalLLM.load(str(smollm2_path), max_batch=4, max_len=1024)
-    with live_server("--model", "smollm2-135m-instruct", "--max-len", "1024", "--max-batch", "4") as (base, _):
+    # the same weights on both sides (the server's CPU default is int4)
+    local = LocalLLM.load(str(smollm2_path), dtype="fp32", max_batch=4, max_len=1024)
+    with live_server("--model", "smollm2-135m-instruct", "--dtype", "fp32", "--max-len", "1024",
+                     "--max-batch", "4") as (base, _):
         yield local, OpenAICompatibleLLM(base + "/v1", model="smollm2-135m-instruct")
     local.close()
 
