@@ -17,8 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from bench.serve import (PROMPTS, RequestResult, chunk_content, percentile, request_body, run_level, sse_data,
-                         stream_request, summarize)
+from bench.serve_clients import (PROMPTS, RequestResult, chunk_content, percentile, request_body, run_level,
+                                 sse_data, stream_request, summarize)
 
 httpx = pytest.importorskip("httpx", reason="httpx not installed (pip install httpx)")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,18 +20,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.serving import free_port
+
 MODEL = "smollm2-135m-instruct"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 XSS = "<img src=x onerror=alert(1)>"
 ASSISTANT = "#messages .msg.assistant"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _post_json(url: str, body: dict) -> dict:
@@ -44,7 +39,7 @@ def _post_json(url: str, body: dict) -> dict:
 @pytest.fixture(scope="module")
 def serve_process(smollm2_path):  # smollm2_path skips when the model is not pulled
     """Start `groundup serve` on a free port (it loads the model while the browser starts); stop it at the end."""
-    port = _free_port()
+    port = free_port()
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen([sys.executable, "-m", "groundup.cli", "serve", "--model", MODEL, "--port", str(port)],
                             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})

@@ -9,6 +9,7 @@ each prompt gets `n` choices, indexed prompt-major.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -60,7 +61,7 @@ class CompletionJob:
             text = tok.decode(ids)
             if self.k is not None:
                 k = self.k
-                scored = await _wrap(self.model.scheduler.call(lambda e: e.score(ids, top=max(k, 1))))
+                scored = await asyncio.wrap_future(self.model.scheduler.call(lambda e: e.score(ids, top=max(k, 1))))
                 for n, (t, (lp, alts)) in enumerate(zip(ids, scored)):
                     tokens.append(t)
                     lps.append(None if n == 0 else lp)
@@ -87,15 +88,7 @@ class CompletionJob:
                 "_generated": generated}
 
 
-async def _wrap(fut):
-    import asyncio
-
-    return await asyncio.wrap_future(fut)
-
-
 async def complete(job: CompletionJob, metrics) -> dict:
-    import asyncio
-
     coros = [job.choice(p, j) for p in range(len(job.prompts)) for j in range(job.req.n)]
     choices = await asyncio.gather(*coros)
     generated = sum(c.pop("_generated") for c in choices)
