@@ -24,7 +24,21 @@ def load_engine(args):
     from groundup.models import load_model
 
     model, tok = load_model(args.model, dtype=args.dtype, device=args.device)
-    return Engine(model, tok, max_batch=1)
+    engine = Engine(model, tok, max_batch=1)
+    if getattr(args, "compile", False):
+        compile_with_notice(engine)
+    return engine
+
+
+def compile_with_notice(engine) -> None:
+    """engine/compiled.py, telling the user why start-up takes a while."""
+    import sys
+
+    from groundup.engine.compiled import compile_engine
+
+    print("compiling the decode step (minutes the first time, seconds once cached)...", file=sys.stderr, flush=True)
+    router = compile_engine(engine)
+    print(f"compiled in {router.compile_s:.0f} s", file=sys.stderr)
 
 
 def run_generate(args) -> None:

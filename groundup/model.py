@@ -205,17 +205,25 @@ class Transformer(nn.Module):
 
         input_pos: [B] start position of each row (default 0); cache/slots: KV cache and its rows.
         """
+        x = self.hidden(tokens, input_pos, cache, slots)
+        if last_only:
+            x = x[:, -1:, :]
+        return self.head(x)
+
+    def hidden(self, tokens: torch.Tensor, input_pos: torch.Tensor | None = None, cache=None,
+               slots: torch.Tensor | None = None) -> torch.Tensor:
+        """The last block's output [B, T, dim], before the final norm and LM head (`head(x)` gives
+        logits): callers that need logits at only some positions apply the head to those alone."""
         B, T = tokens.shape
         if input_pos is None:
             input_pos = torch.zeros(B, dtype=torch.long, device=tokens.device)
         positions = input_pos[:, None] + torch.arange(T, device=tokens.device)[None, :]  # [B, T]
-        if int(positions.max()) >= self.cfg.context_length and self.pos_emb is not None:
+        if self.pos_emb is not None and not torch.compiler.is_compiling() \
+                and int(positions.max()) >= self.cfg.context_length:
             raise ValueError(f"position {int(positions.max())} exceeds the context length {self.cfg.context_length}")
         x = self.embed(tokens, positions)
         ropes = self.rope.lookup(positions, x.dtype) if self.rope is not None else {}
         for blk in self.layers:
             rope = ropes.get(blk.attn.layer if self.rope is None else self.rope.key_for(blk.attn.layer))
             x = blk(x, rope, input_pos, cache, slots)
-        if last_only:
-            x = x[:, -1:, :]
-        return self.head(x)
+        return x

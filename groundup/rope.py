@@ -63,7 +63,7 @@ class RotaryTables:
 
     def lookup(self, positions: torch.Tensor, dtype: torch.dtype) -> dict[tuple, tuple[torch.Tensor, torch.Tensor]]:
         """positions [B, T] -> {key: (cos, sin)} each [B, T, 1, head_dim/2] (float32)."""
-        if positions.numel() and int(positions.max()) >= self.length:
+        if not torch.compiler.is_compiling() and positions.numel() and int(positions.max()) >= self.length:
             raise ValueError(f"position {int(positions.max())} is beyond the context length {self.length}")
         out = {}
         for key, (cos, sin) in self.tables.items():
