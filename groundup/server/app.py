@@ -2,7 +2,9 @@
 
 `create_app(models, limits, api_keys)` wires the pieces: guard.py (keys,
 rate limit, body size) in front; chat_api.py and completions_api.py for
-generation; /tokenize and /detokenize; /metrics; the static web chat at `/`.
+generation; /tokenize, /detokenize and /tokenizer_info; /metrics; the static web chat at `/`;
+arena_api.py for the Arena (/arena/...), whose votes go to the SQLite file
+`arena_db` (default <groundup cache>/arena.sqlite, created at the first vote).
 Every error leaves in OpenAI's JSON shape with the fitting status code:
 400 bad request, 401 key, 404 unknown model/route, 413 body, 429 rate,
 503 queue full, 504 timeout.
@@ -20,7 +22,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from groundup.engine.scheduler import QueueFull
 from groundup.errors import GroundupError
-from groundup.server import chat_api, completions_api
+from groundup.eval.arena import VoteStore, default_db_path
+from groundup.server import arena_api, chat_api, completions_api
 from groundup.server.generation import APIError, Limits, ServedModel, token_text
 from groundup.server.guard import Guard
 from groundup.server.metrics import Metrics
@@ -36,7 +39,7 @@ def _err(e: APIError) -> JSONResponse:
 
 
 def create_app(models: dict[str, ServedModel], limits: Limits | None = None,
-               api_keys: list[str] | None = None) -> Guard:
+               api_keys: list[str] | None = None, arena_db: str | Path | None = None) -> Guard:
     limits = limits or Limits()
     metrics = Metrics()
     app = FastAPI(title="groundup", version="0.1.0",
@@ -153,6 +156,19 @@ def create_app(models: dict[str, ServedModel], limits: Limits | None = None,
         if any(not 0 <= t < vocab for t in body.tokens):
             raise APIError(400, f"tokens must be ids in [0, {vocab})", param="tokens")
         return {"prompt": m.tokenizer.decode(body.tokens)}
+
+    @app.get("/tokenizer_info")
+    async def tokenizer_info(model: str | None = None) -> dict:
+        """vLLM's shape, which lm-evaluation-harness's `remote` tokenizer backend reads."""
+        m = model_for(model)
+        tok = m.tokenizer
+        text = lambda t: None if t is None else token_text(tok, t)  # noqa: E731
+        return {"tokenizer_class": "groundup", "bos_token": text(tok.bos_id), "eos_token": text(tok.eos_id),
+                "pad_token": None, "add_bos_token": tok.add_bos, "model_max_length": m.context_length,
+                "chat_template": tok.chat_template if isinstance(tok.chat_template, str) else None}
+
+    app.include_router(arena_api.arena_router(models, limits, metrics,
+                                              VoteStore(arena_db if arena_db is not None else default_db_path())))
 
     @app.get("/", include_in_schema=False)
     async def index():

@@ -31,6 +31,10 @@ def add_commands(sub) -> None:
     p.add_argument("--max-connections", type=int, default=2048,
                    help="open connections beyond which uvicorn answers 503 (a backstop; requests beyond "
                         "max-queue + max-batch in progress already get 503 at the door)")
+    p.add_argument("--arena-db", default=None,
+                   help="SQLite file for Arena votes (default <groundup cache>/arena.sqlite)")
+    p.add_argument("--compile", action="store_true",
+                   help="decode through one compiled graph per step (torch.compile; minutes the first time, cached)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.set_defaults(func=run_serve)
 
@@ -43,6 +47,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from groundup.engine.engine import Engine
     from groundup.engine.scheduler import Scheduler
     from groundup.errors import GroundupError
+    from groundup.generate import compile_with_notice
     from groundup.models import load_model
     from groundup.server.app import create_app
     from groundup.server.generation import Limits, ServedModel
@@ -67,11 +72,13 @@ def run_serve(args: argparse.Namespace) -> int:
     for name in args.model or ["smollm2-135m-instruct"]:
         model, tok = load_model(name, dtype=args.dtype, device=args.device)
         engine = Engine(model, tok, max_batch=args.max_batch, max_len=args.max_len, prefix_slots=args.prefix_slots)
+        if args.compile:
+            compile_with_notice(engine)
         compile_json_schema(None, tok)  # build the vocabulary index for constrained decoding now, not mid-request
         served = os.path.basename(str(name).rstrip("/"))
         models[served] = ServedModel(served, Scheduler(engine, max_queue=args.max_queue))
         print(f"loaded {served} ({args.dtype}, {engine.max_len} tokens x {args.max_batch} sequences)", file=sys.stderr)
-    app = create_app(models, limits, keys)
+    app = create_app(models, limits, keys, arena_db=args.arena_db)
     print(f"groundup serve: http://{args.host}:{args.port}/  (OpenAI API at /v1)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
                 limit_concurrency=args.max_connections, timeout_keep_alive=5)
