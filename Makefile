@@ -15,7 +15,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 	-DGGML_AVX512_BF16=$(call has,avx512_bf16) -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF -DGGML_OPENMP=OFF
 LLAMA_CPP_VERSION := 0.3.36
 
-.PHONY: chat test test-slow bench bench-engine bench-serve bench-bpe bench-data install install-ref pull clean
+.PHONY: chat test test-slow bench bench-engine bench-serve bench-bpe bench-data bench-eval install install-ref pull clean
 
 $(VENV)/bin/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,7 @@ install-ref: $(VENV)/.reference
 pull: install
 	$(GROUNDUP) pull smollm2-135m-instruct
 	$(GROUNDUP) pull gemma3-270m
+	$(GROUNDUP) eval pull all
 
 chat: install
 	$(GROUNDUP) pull smollm2-135m-instruct
@@ -53,7 +54,7 @@ test: install-ref $(VENV)/.browser pull
 test-slow: install-ref $(VENV)/.browser pull
 	$(PY) -m pytest -q -m slow
 
-bench: bench-engine bench-serve bench-bpe bench-data
+bench: bench-engine bench-serve bench-bpe bench-data bench-eval
 
 bench-engine: install-ref pull
 	$(PY) -m bench.engine --variants fp32,int8,int4
@@ -70,3 +71,6 @@ bench-data: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+bench-eval: install pull
+	$(PY) -m bench.eval --task arc_easy --limit 1000

@@ -18,7 +18,8 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 # Stages that register their own subcommands: each module has `add_commands(sub)`,
 # which adds parsers with `set_defaults(func=...)`. These modules import only the
 # standard library at the top, so `groundup --help` stays fast.
-COMMAND_MODULES = ["groundup.server.commands", "groundup.tokenizer.commands", "groundup.data.commands"]
+COMMAND_MODULES = ["groundup.server.commands", "groundup.tokenizer.commands", "groundup.data.commands",
+                   "groundup.eval.commands"]
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
@@ -28,6 +29,8 @@ def _add_model(p: argparse.ArgumentParser) -> None:
                    help="compute dtype (auto = bf16 where the CPU/GPU has fast bf16, else fp32); "
                         "int8 / int4 = weight-only quantized linears (CPU)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (auto = cuda when present)")
+    p.add_argument("--compile", action="store_true",
+                   help="decode through one compiled graph per step (torch.compile; minutes the first time, cached)")
 
 
 def _add_sampling(p: argparse.ArgumentParser) -> None:
