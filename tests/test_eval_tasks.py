@@ -60,23 +60,25 @@ def lm_render(template: str, doc: dict):
 
 
 def lm_module(rel: str, stubs: tuple[str, ...] = ()):
-    """Import one of lm-eval's task helper files, with stand-ins for heavy imports that are absent."""
-    added = []
+    """Import one of lm-eval's task helper files, with stand-ins for heavy imports (`evaluate.load`
+    would fetch a metric from the Hub at import time, which cannot work offline)."""
+    saved = {name: sys.modules.get(name) for name in stubs}
     for name in stubs:
-        if importlib.util.find_spec(name) is None:
-            stub = types.ModuleType(name)
-            stub.Dataset = object
-            stub.load = lambda *a, **k: types.SimpleNamespace(compute=lambda **kw: ({"pass@1": 0.0}, {}))
-            sys.modules[name] = stub
-            added.append(name)
+        stub = types.ModuleType(name)
+        stub.Dataset = object
+        stub.load = lambda *a, **k: types.SimpleNamespace(compute=lambda **kw: ({"pass@1": 0.0}, {}))
+        sys.modules[name] = stub
     try:
         spec = importlib.util.spec_from_file_location(f"lm_eval_{rel.replace('/', '_')[:-3]}", lm_eval_tasks_dir() / rel)
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         return mod
     finally:
-        for name in added:
-            del sys.modules[name]
+        for name, mod_before in saved.items():
+            if mod_before is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = mod_before
 
 
 def item_requests(path: Path) -> dict[int, list[dict]]:
