@@ -18,13 +18,10 @@ class ARC(MultipleChoiceTask):
     def __init__(self, subset: str = "easy", split: str = "test"):
         self.subset, self.split = subset, split
         self.name = f"arc_{subset}"
-        self._docs: list[dict] | None = None
         self._pool: list[dict] | None = None
 
-    def docs(self) -> list[dict]:
-        if self._docs is None:
-            self._docs = with_ids(load_arc(self.subset, self.split), f"{self.split}:")
-        return self._docs
+    def load_docs(self) -> list[dict]:
+        return with_ids(load_arc(self.subset, self.split), f"{self.split}:")
 
     def fewshot_pool(self, doc: dict) -> list[dict]:
         if self.split == "validation":

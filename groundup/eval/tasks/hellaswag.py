@@ -31,14 +31,9 @@ class HellaSwag(MultipleChoiceTask):
     name = "hellaswag"
     default_fewshot = 0
 
-    def __init__(self):
-        self._docs: list[dict] | None = None
-
-    def docs(self) -> list[dict]:
-        if self._docs is None:
-            self._docs = [{"ind": r["ind"], "query": query(r), "choices": [preprocess(e) for e in r["endings"]],
-                           "gold": int(r["label"]), "_id": str(i)} for i, r in enumerate(load_hellaswag())]
-        return self._docs
+    def load_docs(self) -> list[dict]:
+        return [{"ind": r["ind"], "query": query(r), "choices": [preprocess(e) for e in r["endings"]],
+                 "gold": int(r["label"]), "_id": str(i)} for i, r in enumerate(load_hellaswag())]
 
     def prompt(self, doc: dict) -> str:
         return doc["query"]

@@ -62,7 +62,15 @@ class MultipleChoiceTask:
     default_fewshot = 0
     fewshot_first_n = False
 
+    _docs: list[dict] | None = None
+
     def docs(self) -> list[dict]:
+        """The evaluated items, loaded once (`load_docs`)."""
+        if self._docs is None:
+            self._docs = self.load_docs()
+        return self._docs
+
+    def load_docs(self) -> list[dict]:
         raise NotImplementedError
 
     def prompt(self, doc: dict) -> str:

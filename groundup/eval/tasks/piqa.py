@@ -13,13 +13,8 @@ class PIQA(MultipleChoiceTask):
     name = "piqa"
     default_fewshot = 0
 
-    def __init__(self):
-        self._docs: list[dict] | None = None
-
-    def docs(self) -> list[dict]:
-        if self._docs is None:
-            self._docs = with_ids(load_piqa())
-        return self._docs
+    def load_docs(self) -> list[dict]:
+        return with_ids(load_piqa())
 
     def prompt(self, doc: dict) -> str:
         return f"Question: {doc['goal']}\nAnswer:"

@@ -29,13 +29,8 @@ class WinoGrande(MultipleChoiceTask):
     name = "winogrande"
     default_fewshot = 0
 
-    def __init__(self):
-        self._docs: list[dict] | None = None
-
-    def docs(self) -> list[dict]:
-        if self._docs is None:
-            self._docs = with_ids(load_winogrande())
-        return self._docs
+    def load_docs(self) -> list[dict]:
+        return with_ids(load_winogrande())
 
     def gold(self, doc: dict) -> int:
         return {"1": 0, "2": 1}[doc["answer"]]
