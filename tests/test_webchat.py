@@ -68,9 +68,9 @@ def browser():
 
 @pytest.fixture(scope="module")
 def server(serve_process, browser) -> str:
-    """The server's base URL, once /health answers (up to 60 s)."""
+    """The server's base URL, once /health answers (up to 180 s: model load is slow on a loaded machine)."""
     proc, url, log = serve_process
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while True:
         if proc.poll() is not None:
             log.seek(0)
@@ -82,7 +82,7 @@ def server(serve_process, browser) -> str:
         except OSError:
             pass
         if time.monotonic() > deadline:
-            pytest.fail("groundup serve did not answer /health within 60 s")
+            pytest.fail("groundup serve did not answer /health within 180 s")
         time.sleep(0.3)
 
 

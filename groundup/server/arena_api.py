@@ -36,7 +36,7 @@ from groundup.engine.scheduler import QueueFull
 from groundup.eval.arena import Battle, VoteStore, normalise_winner
 from groundup.server import chat_api
 from groundup.server.generation import APIError, Limits, ServedModel
-from groundup.server.protocol import ChatCompletionRequest
+from groundup.server.protocol import ChatCompletionRequest, SamplingFields
 
 MAX_PENDING = 1000
 PENDING_TTL_S = 3600.0
@@ -51,15 +51,8 @@ class StartBattle(BaseModel):
     seed: int | None = None
 
 
-class AnswerParams(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)
-    min_p: float | None = Field(default=None, ge=0, le=1)
-    repetition_penalty: float | None = Field(default=None, gt=0, le=10)
-    seed: int | None = None
+class AnswerParams(SamplingFields):
+    """One side's sampling: the chat API's sampling fields and bounds (the model and prompt are the battle's)."""
 
 
 class Vote(BaseModel):

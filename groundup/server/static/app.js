@@ -1,6 +1,6 @@
 /* groundup web chat: the page's behaviour (vanilla JS, no build step, nothing fetched but this server).
  *
- * Talks to the OpenAI-compatible API of `groundup serve`: GET v1/models fills the model list,
+ * Talks to the OpenAI-compatible API of `groundup serve` through api.js: GET v1/models fills the model list,
  * POST v1/chat/completions with stream=true is read as Server-Sent Events (`data: {chunk}` lines,
  * `data: [DONE]` at the end), and Stop aborts that fetch (the server cancels generation when the
  * client goes away). POST tokenize drives the token view. Conversations, sampling settings and the
@@ -11,7 +11,7 @@
 
 (function () {
   const KEYS = { convs: "groundup.conversations", current: "groundup.current", settings: "groundup.settings", apiKey: "groundup.apiKey" };
-  const DEFAULTS = { temperature: 0.7, top_p: 0.9, top_k: 0, min_p: 0, max_tokens: 512, repetition_penalty: 1.0, seed: "" };
+  const { api, readEvents, samplingBody, SAMPLING_DEFAULTS: DEFAULTS } = window.groundupApi;
   const SAMPLING = Object.keys(DEFAULTS);
   const $ = (id) => document.getElementById(id);
   const { renderMarkdown } = window.groundupMarkdown;
@@ -30,35 +30,6 @@
   }
   const saveConversations = () => { store(KEYS.convs, conversations); store(KEYS.current, currentId); };
   const current = () => conversations.find((c) => c.id === currentId) || null;
-
-  // ---- API -----------------------------------------------------------------------------------
-  function headers() {
-    const h = { "Content-Type": "application/json" };
-    const key = $("api-key").value.trim();
-    if (key) h.Authorization = "Bearer " + key;
-    return h;
-  }
-
-  async function failure(resp) {
-    let message = "";
-    try { const body = await resp.json(); message = (body && body.error && body.error.message) || JSON.stringify(body); } catch (e) { /* not JSON */ }
-    if (resp.status === 401) return "The server refused the request (401): " + (message || "missing or wrong API key") + ". Enter the key under Server → API key.";
-    if (resp.status === 400) return "The server refused the request (400): " + (message || "bad request");
-    if (resp.status === 429 || resp.status === 503) return "The server is busy (" + resp.status + "): " + (message || "too many requests") + ". Wait a moment and try again.";
-    return "Server error " + resp.status + (message ? ": " + message : "");
-  }
-
-  async function api(path, body, signal) {
-    let resp;
-    try {
-      resp = await fetch(path, body === undefined ? { headers: headers(), signal } : { method: "POST", headers: headers(), body: JSON.stringify(body), signal });
-    } catch (e) {
-      if (e.name === "AbortError") throw e;
-      throw new Error("Cannot reach the server (" + e.message + "). Is `groundup serve` running?");
-    }
-    if (!resp.ok) throw new Error(await failure(resp));
-    return resp;
-  }
 
   // ---- status and errors ---------------------------------------------------------------------
   function showError(text) { const el = $("error"); el.textContent = text; el.hidden = !text; }
@@ -96,15 +67,6 @@
     const s = { model: $("model").value, system: $("system").value };
     for (const k of SAMPLING) s[k] = $(k).value;
     store(KEYS.settings, s);
-  }
-  function samplingBody() {
-    const num = (k) => Number($(k).value === "" ? DEFAULTS[k] : $(k).value);
-    const body = {
-      temperature: num("temperature"), top_p: num("top_p"), top_k: Math.trunc(num("top_k")), min_p: num("min_p"),
-      max_tokens: Math.trunc(num("max_tokens")), repetition_penalty: num("repetition_penalty"),
-    };
-    if ($("seed").value.trim() !== "") body.seed = Math.trunc(Number($("seed").value));
-    return body;
   }
 
   // ---- conversations -------------------------------------------------------------------------
@@ -273,27 +235,6 @@
       if (c.messages.includes(reply)) fillMessage(node, reply); else renderAll();
       renderConversationList();
       setBusy(false);
-    }
-  }
-
-  // Read `data: ...` lines of an SSE body, calling onChunk with each parsed JSON chunk until [DONE].
-  async function readEvents(resp, onChunk) {
-    const reader = resp.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      buffer += decoder.decode(value || new Uint8Array(), { stream: !done });
-      let nl;
-      while ((nl = buffer.indexOf("\n")) >= 0) {
-        const line = buffer.slice(0, nl).replace(/\r$/, "");
-        buffer = buffer.slice(nl + 1);
-        if (!line.startsWith("data:")) continue;
-        const data = line.slice(5).trim();
-        if (data === "[DONE]") { reader.cancel().catch(() => {}); return; }
-        if (data) onChunk(JSON.parse(data));
-      }
-      if (done) return;
     }
   }
 

@@ -14,61 +14,10 @@
 (function () {
   const $ = (id) => document.getElementById(id);
   const { renderMarkdown } = window.groundupMarkdown;
-  const SAMPLING_DEFAULTS = { temperature: 0.7, top_p: 0.9, top_k: 0, min_p: 0, max_tokens: 512, repetition_penalty: 1.0 };
+  const { api, readEvents, samplingBody } = window.groundupApi;  // the chat's key, errors and sampling panel
   const VOTE_TEXT = { A: "A is better", B: "B is better", tie: "Tie", bad: "Both are bad" };
 
   let battle = null;  // { id, controller, text: {A, B}, done: {A, B} }
-
-  // ---- API (the same key and error wording as the chat) --------------------------------------
-  function headers() {
-    const h = { "Content-Type": "application/json" };
-    const key = $("api-key").value.trim();
-    if (key) h.Authorization = "Bearer " + key;
-    return h;
-  }
-  async function api(path, body, signal) {
-    let resp;
-    try {
-      resp = await fetch(path, body === undefined ? { headers: headers(), signal } : { method: "POST", headers: headers(), body: JSON.stringify(body), signal });
-    } catch (e) {
-      if (e.name === "AbortError") throw e;
-      throw new Error("Cannot reach the server (" + e.message + "). Is `groundup serve` running?");
-    }
-    if (!resp.ok) {
-      let message = "";
-      try { const b = await resp.json(); message = (b && b.error && b.error.message) || JSON.stringify(b); } catch (e) { /* not JSON */ }
-      const hint = resp.status === 401 ? " Enter the key under Server → API key." : "";
-      throw new Error("The server answered " + resp.status + ": " + (message || resp.statusText) + "." + hint);
-    }
-    return resp;
-  }
-  function sampling() {
-    const num = (k) => { const v = $(k).value; return Number(v === "" ? SAMPLING_DEFAULTS[k] : v); };
-    const body = { temperature: num("temperature"), top_p: num("top_p"), top_k: Math.trunc(num("top_k")), min_p: num("min_p"),
-      max_tokens: Math.trunc(num("max_tokens")), repetition_penalty: num("repetition_penalty") };
-    if ($("seed").value.trim() !== "") body.seed = Math.trunc(Number($("seed").value));
-    return body;
-  }
-  // Read `data: ...` lines of an SSE body, calling onChunk with each parsed JSON chunk until [DONE].
-  async function readEvents(resp, onChunk) {
-    const reader = resp.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      buffer += decoder.decode(value || new Uint8Array(), { stream: !done });
-      let nl;
-      while ((nl = buffer.indexOf("\n")) >= 0) {
-        const line = buffer.slice(0, nl).replace(/\r$/, "");
-        buffer = buffer.slice(nl + 1);
-        if (!line.startsWith("data:")) continue;
-        const data = line.slice(5).trim();
-        if (data === "[DONE]") { reader.cancel().catch(() => {}); return true; }
-        if (data) onChunk(JSON.parse(data));
-      }
-      if (done) return false;
-    }
-  }
 
   // ---- view ----------------------------------------------------------------------------------
   const pane = (side) => $(side === "A" ? "arena-a" : "arena-b");
@@ -101,7 +50,7 @@
     const paint = () => { pending = false; if (battle === b) body.innerHTML = renderMarkdown(b.text[side]); };  // escaped first, see markdown.js
     p.dataset.streaming = "true";
     try {
-      const resp = await api("arena/battles/" + encodeURIComponent(b.id) + "/answers/" + side, sampling(), b.controller.signal);
+      const resp = await api("arena/battles/" + encodeURIComponent(b.id) + "/answers/" + side, samplingBody(), b.controller.signal);
       const finished = await readEvents(resp, (chunk) => {
         if (chunk.error) throw new Error("Model " + side + ": " + (chunk.error.message || JSON.stringify(chunk.error)));
         const choice = (chunk.choices || [])[0] || {};
