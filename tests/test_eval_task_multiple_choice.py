@@ -181,3 +181,15 @@ def test_mmlu_fewshot_same_subject_never_the_item():
     doc = group.docs()[0]
     s = group.score(doc, [(-1.0, True), (-2.0, False), (-3.0, False), (-4.0, False)], CFG)
     assert s["acc"] == float(doc["answer"] == 0) and s["acc_stem"] == s["acc"]
+
+
+def test_mmlu_group_is_round_robin_so_a_limit_samples_every_subject():
+    """`mmlu` holds each test question exactly once; its first 57 docs are one per subject, so
+    `--limit N` spreads over all subjects, and each subject keeps its own order."""
+    pulled("mmlu")
+    docs = get_task("mmlu").docs()
+    assert len(docs) == sum(len(S.load_mmlu(s)) for s in S.mmlu_subjects()) == 14042
+    assert len({d["_id"] for d in docs}) == len(docs)
+    assert len({d["subject"] for d in docs[:57]}) == 57
+    anatomy = [d["question"] for d in docs if d["subject"] == "anatomy"]
+    assert anatomy == [r["question"] for r in S.load_mmlu("anatomy")]

@@ -6,7 +6,8 @@ C. ..\\nD. ..\\nAnswer:" and is scored over the continuations " A" .. " D". Few-
 the first k of the same subject's dev split (lm-eval's first_n sampler; 5 by default, the dev
 split's size), then its validation items, never the evaluated item itself. The test split is
 evaluated (14,042 items); `mmlu` holds them all, so the mean over its docs is lm-eval's
-size-weighted group score; its items also score acc_stem / acc_humanities / acc_social_sciences /
+size-weighted group score. `mmlu` lists its docs round-robin over the subjects (the first question of
+every subject, then the second, ...), so a `--limit N` run samples all 57 subjects evenly; its items also score acc_stem / acc_humanities / acc_social_sciences /
 acc_other (each on its own items only, so their means are the category scores).
 """
 from __future__ import annotations
@@ -57,8 +58,12 @@ class MMLU(MultipleChoiceTask):
                 from groundup.errors import GroundupError
 
                 raise GroundupError(f"MMLU subjects not in the pulled data: {', '.join(sorted(missing))}")
-            self._docs = [{**row, "subject": subject, "_id": f"{subject}/{self.split}/{i}"}
-                          for subject in self.subjects for i, row in enumerate(load_mmlu(subject, self.split))]
+            per_subject = [[{**row, "subject": subject, "_id": f"{subject}/{self.split}/{i}"}
+                            for i, row in enumerate(load_mmlu(subject, self.split))] for subject in self.subjects]
+            # round-robin over subjects: the full set is unchanged, and `--limit N` (the first N docs)
+            # takes ~N/57 questions from every subject instead of all of the first few subjects
+            longest = max((len(rows) for rows in per_subject), default=0)
+            self._docs = [rows[i] for i in range(longest) for rows in per_subject if i < len(rows)]
         return self._docs
 
     def fewshot_pool(self, doc: dict) -> list[dict]:
