@@ -19,7 +19,7 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 # which adds parsers with `set_defaults(func=...)`. These modules import only the
 # standard library at the top, so `groundup --help` stays fast.
 COMMAND_MODULES = ["groundup.server.commands", "groundup.tokenizer.commands", "groundup.data.commands",
-                   "groundup.eval.commands"]
+                   "groundup.eval.commands", "groundup.train.commands"]
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:

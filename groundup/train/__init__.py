@@ -1,0 +1,1 @@
+"""Pretraining: optimizers (Muon + AdamW), schedules, the depth dial, FLOPs/MFU, distributed set-up, the loop."""
